@@ -1,0 +1,98 @@
+//! What a purchase earns. Base earning (the programme's rate) is here; the rules engine plugs in
+//! through [`Earner`]: it sees the same context and returns more awards, each naming its source,
+//! so refunds can later claw back exactly what each source gave.
+
+use crate::event::Purchase;
+use crate::program::{ProgramSettings, RATE_SCALE, Rounding};
+use serde::{Deserialize, Serialize};
+
+/// One line of a purchase's breakdown: who gave how many points, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Award {
+    /// `base` for the programme's rate; a rule's id for rule awards.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_version: Option<i64>,
+    pub points: i64,
+    pub description: String,
+}
+
+/// What an earner sees. Member facts are the ones loaded with the member; later issues add to
+/// this struct, not to the earner signature.
+pub struct EarnContext<'a> {
+    pub program: &'a ProgramSettings,
+    pub purchase: &'a Purchase,
+    pub member_order_count: i64,
+}
+
+/// The seam for earning beyond the base rate (rules, tier multipliers, campaigns).
+pub trait Earner: Send + Sync {
+    fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award>;
+}
+
+/// The programme's base rate and nothing else.
+pub struct BaseEarner;
+
+impl Earner for BaseEarner {
+    fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
+        let points = base_points(ctx.program, ctx.purchase.total.minor);
+        vec![Award {
+            source: "base".into(),
+            rule_version: None,
+            points,
+            description: format!(
+                "{} {} per {} on {}",
+                ctx.program.earn_rate,
+                ctx.program.points_name,
+                ctx.program.currency,
+                ctx.purchase.total.to_decimal()
+            ),
+        }]
+    }
+}
+
+/// Points for `total_minor` at the programme's rate, rounded as the programme says.
+pub fn base_points(program: &ProgramSettings, total_minor: i64) -> i64 {
+    let rate = program.earn_rate_micro().unwrap_or(0);
+    let denom = i128::from(program.currency.minor_per_unit()) * i128::from(RATE_SCALE);
+    let num = i128::from(total_minor) * i128::from(rate);
+    let points = match program.rounding {
+        Rounding::Floor => num.div_euclid(denom),
+        Rounding::Ceil => (num + denom - 1).div_euclid(denom),
+        Rounding::Nearest => (num * 2 + denom).div_euclid(denom * 2),
+    };
+    i64::try_from(points).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn with(rate: &str, rounding: Rounding) -> ProgramSettings {
+        ProgramSettings { earn_rate: rate.into(), rounding, ..Default::default() }
+    }
+
+    #[test]
+    fn base_rate_rounds_as_configured() {
+        assert_eq!(base_points(&with("1", Rounding::Floor), 5990), 59);
+        assert_eq!(base_points(&with("1", Rounding::Nearest), 5990), 60);
+        assert_eq!(base_points(&with("1", Rounding::Nearest), 5949), 59);
+        assert_eq!(base_points(&with("1", Rounding::Nearest), 5950), 60);
+        assert_eq!(base_points(&with("1", Rounding::Ceil), 5901), 60);
+        assert_eq!(base_points(&with("1", Rounding::Ceil), 5900), 59);
+        assert_eq!(base_points(&with("2.5", Rounding::Floor), 1000), 25);
+        assert_eq!(base_points(&with("0.1", Rounding::Floor), 999), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn floor_le_nearest_le_ceil(total in 0i64..=crate::money::MAX_MINOR, rate in 0i64..=1000 * RATE_SCALE) {
+            let r = crate::money::format_minor(rate, 6);
+            let f = base_points(&with(&r, Rounding::Floor), total);
+            let n = base_points(&with(&r, Rounding::Nearest), total);
+            let c = base_points(&with(&r, Rounding::Ceil), total);
+            prop_assert!(f <= n && n <= c && c - f <= 1 && f >= 0);
+        }
+    }
+}

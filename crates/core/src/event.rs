@@ -1,0 +1,349 @@
+//! Events as they arrive (wire shapes) and as the ledger sees them once checked. Every limit an
+//! event can hit is a named constant here, and every refusal says which field and why.
+
+use crate::money::{Currency, Money, MoneyError};
+use crate::program::ProgramSettings;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const MAX_LINES: usize = 500;
+pub const MAX_QUANTITY: i64 = 100_000;
+pub const MAX_ID_LEN: usize = 128;
+pub const MAX_LABEL_LEN: usize = 100;
+pub const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
+/// How far in the future an event's `occurred_at` may be (clock skew of tills).
+pub const MAX_FUTURE_SECS: i64 = 24 * 3600;
+
+/// Who an event is about: an enrolled member's id, or the retailer's own identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberKey {
+    Id(String),
+    ExternalId(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Pos,
+    Web,
+    App,
+}
+
+impl Channel {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Channel::Pos => "pos",
+            Channel::Web => "web",
+            Channel::App => "app",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineInput {
+    pub sku: String,
+    #[serde(default)]
+    pub category: Option<String>,
+    pub quantity: i64,
+    pub unit_price: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseInput {
+    pub member: MemberRef,
+    pub order_id: String,
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+    pub channel: Channel,
+    #[serde(default)]
+    pub store_id: Option<String>,
+    pub currency: String,
+    pub total: String,
+    #[serde(default)]
+    pub lines: Vec<LineInput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub sku: String,
+    pub category: Option<String>,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+/// A purchase that passed every check; the ledger takes only these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    pub member: MemberKey,
+    pub order_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub channel: Channel,
+    pub store_id: Option<String>,
+    pub total: Money,
+    pub lines: Vec<Line>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundLineInput {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundInput {
+    pub order_id: String,
+    #[serde(default)]
+    pub refund_id: Option<String>,
+    #[serde(default)]
+    pub amount: Option<String>,
+    #[serde(default)]
+    pub lines: Option<Vec<RefundLineInput>>,
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+}
+
+/// What a refund takes back: an amount, or lines of the original order (priced as sold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundWhat {
+    Amount(i64),
+    Lines(Vec<(String, i64)>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub order_id: String,
+    pub refund_id: Option<String>,
+    pub what: RefundWhat,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomInput {
+    pub member: MemberRef,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub properties: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Custom {
+    pub member: MemberKey,
+    pub kind: String,
+    pub properties: serde_json::Map<String, serde_json::Value>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A refused event: which field, and why, in words a developer can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct EventError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn bad<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, EventError> {
+    Err(EventError { field: field.into(), reason: reason.into() })
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), EventError> {
+    if value.trim().is_empty() {
+        return bad(field, "must not be empty");
+    }
+    if value.chars().count() > max {
+        return bad(field, format!("must be at most {max} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return bad(field, "must not contain control characters");
+    }
+    Ok(())
+}
+
+impl MemberRef {
+    pub fn key(&self, field: &str) -> Result<MemberKey, EventError> {
+        match (&self.id, &self.external_id) {
+            (Some(id), None) => {
+                check_text(&format!("{field}.id"), id, MAX_ID_LEN)?;
+                Ok(MemberKey::Id(id.clone()))
+            }
+            (None, Some(ext)) => {
+                check_text(&format!("{field}.external_id"), ext, MAX_ID_LEN)?;
+                Ok(MemberKey::ExternalId(ext.clone()))
+            }
+            _ => bad(field, "give exactly one of `id` or `external_id`"),
+        }
+    }
+}
+
+fn occurred_at(value: &Option<String>, now: DateTime<Utc>) -> Result<DateTime<Utc>, EventError> {
+    let Some(text) = value else { return Ok(now) };
+    let Some(t) = crate::time::parse(text) else {
+        return bad("occurred_at", "must be an RFC 3339 time such as 2026-11-22T10:00:00Z");
+    };
+    if (t - now).num_seconds() > MAX_FUTURE_SECS {
+        return bad("occurred_at", "is more than 24 hours in the future");
+    }
+    Ok(t)
+}
+
+fn money(field: &str, value: &str, currency: Currency) -> Result<Money, EventError> {
+    Money::parse(value, currency).map_err(|e: MoneyError| EventError { field: field.into(), reason: e.to_string() })
+}
+
+impl PurchaseInput {
+    /// Checks the purchase against the programme; `now` bounds `occurred_at` and fills it in.
+    pub fn validate(&self, program: &ProgramSettings, now: DateTime<Utc>) -> Result<Purchase, EventError> {
+        let member = self.member.key("member")?;
+        check_text("order_id", &self.order_id, MAX_ID_LEN)?;
+        if let Some(store) = &self.store_id {
+            check_text("store_id", store, MAX_LABEL_LEN)?;
+        }
+        let currency = Currency::parse(&self.currency)
+            .map_err(|e| EventError { field: "currency".into(), reason: e.to_string() })?;
+        if currency != program.currency {
+            return bad("currency", format!("the programme's currency is {}, got {currency}", program.currency));
+        }
+        let total = money("total", &self.total, currency)?;
+        if self.lines.len() > MAX_LINES {
+            return bad("lines", format!("at most {MAX_LINES} lines per order, got {}", self.lines.len()));
+        }
+        let mut lines = Vec::with_capacity(self.lines.len());
+        for (i, l) in self.lines.iter().enumerate() {
+            let f = |name: &str| format!("lines[{i}].{name}");
+            check_text(&f("sku"), &l.sku, MAX_LABEL_LEN)?;
+            if let Some(c) = &l.category {
+                check_text(&f("category"), c, MAX_LABEL_LEN)?;
+            }
+            if l.quantity <= 0 || l.quantity > MAX_QUANTITY {
+                return bad(f("quantity"), format!("must be 1 to {MAX_QUANTITY}, got {}", l.quantity));
+            }
+            let price = money(&f("unit_price"), &l.unit_price, currency)?;
+            lines.push(Line {
+                sku: l.sku.clone(),
+                category: l.category.clone(),
+                quantity: l.quantity,
+                unit_price_minor: price.minor,
+            });
+        }
+        Ok(Purchase {
+            member,
+            order_id: self.order_id.clone(),
+            occurred_at: occurred_at(&self.occurred_at, now)?,
+            channel: self.channel,
+            store_id: self.store_id.clone(),
+            total,
+            lines,
+        })
+    }
+}
+
+impl RefundInput {
+    pub fn validate(&self, program: &ProgramSettings, now: DateTime<Utc>) -> Result<Refund, EventError> {
+        check_text("order_id", &self.order_id, MAX_ID_LEN)?;
+        if let Some(id) = &self.refund_id {
+            check_text("refund_id", id, MAX_ID_LEN)?;
+        }
+        let what = match (&self.amount, &self.lines) {
+            (Some(a), None) => {
+                let m = money("amount", a, program.currency)?;
+                if m.minor == 0 {
+                    return bad("amount", "must be greater than zero");
+                }
+                RefundWhat::Amount(m.minor)
+            }
+            (None, Some(lines)) => {
+                if lines.is_empty() {
+                    return bad("lines", "must name at least one line");
+                }
+                if lines.len() > MAX_LINES {
+                    return bad("lines", format!("at most {MAX_LINES} lines per refund"));
+                }
+                let mut out = Vec::with_capacity(lines.len());
+                for (i, l) in lines.iter().enumerate() {
+                    check_text(&format!("lines[{i}].sku"), &l.sku, MAX_LABEL_LEN)?;
+                    if l.quantity <= 0 || l.quantity > MAX_QUANTITY {
+                        return bad(format!("lines[{i}].quantity"), format!("must be 1 to {MAX_QUANTITY}"));
+                    }
+                    out.push((l.sku.clone(), l.quantity));
+                }
+                RefundWhat::Lines(out)
+            }
+            _ => return bad("amount", "give exactly one of `amount` or `lines`"),
+        };
+        Ok(Refund {
+            order_id: self.order_id.clone(),
+            refund_id: self.refund_id.clone(),
+            what,
+            occurred_at: occurred_at(&self.occurred_at, now)?,
+        })
+    }
+}
+
+impl CustomInput {
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<Custom, EventError> {
+        let member = self.member.key("member")?;
+        let kind_ok = !self.kind.is_empty()
+            && self.kind.len() <= 64
+            && self.kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+        if !kind_ok {
+            return bad("type", "must be 1 to 64 characters of a-z, 0-9, `_`, `.` or `-` (e.g. review_written)");
+        }
+        let size = serde_json::to_string(&self.properties).map(|s| s.len()).unwrap_or(usize::MAX);
+        if size > MAX_PROPERTIES_BYTES {
+            return bad("properties", format!("must be at most {MAX_PROPERTIES_BYTES} bytes of JSON"));
+        }
+        Ok(Custom {
+            member,
+            kind: self.kind.clone(),
+            properties: self.properties.clone(),
+            occurred_at: occurred_at(&self.occurred_at, now)?,
+        })
+    }
+}
+
+/// The amount a refund of `lines` is worth, priced as the order sold them. Fails when a line
+/// names a sku the order did not have, or more units than it had (counting earlier refunds of
+/// that sku, given in `already`).
+pub fn price_refund_lines(
+    order: &[Line],
+    wanted: &[(String, i64)],
+    already: &[(String, i64)],
+) -> Result<i64, EventError> {
+    let mut amount: i64 = 0;
+    for (i, (sku, qty)) in wanted.iter().enumerate() {
+        let sold: Vec<&Line> = order.iter().filter(|l| &l.sku == sku).collect();
+        if sold.is_empty() {
+            return bad(format!("lines[{i}].sku"), format!("the order has no line with sku `{sku}`"));
+        }
+        let sold_qty: i64 = sold.iter().map(|l| l.quantity).sum();
+        let before: i64 = already.iter().filter(|(s, _)| s == sku).map(|(_, q)| q).sum::<i64>()
+            + wanted[..i].iter().filter(|(s, _)| s == sku).map(|(_, q)| q).sum::<i64>();
+        if before + qty > sold_qty {
+            return bad(
+                format!("lines[{i}].quantity"),
+                format!("the order sold {sold_qty} of `{sku}` and {before} are already refunded"),
+            );
+        }
+        // Lines of one sku at several prices are refunded at their average price.
+        let sold_minor: i128 = sold.iter().map(|l| i128::from(l.unit_price_minor) * i128::from(l.quantity)).sum();
+        let part = sold_minor * i128::from(*qty) / i128::from(sold_qty);
+        amount = amount.saturating_add(i64::try_from(part).unwrap_or(i64::MAX));
+    }
+    Ok(amount)
+}

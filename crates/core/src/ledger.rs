@@ -1,0 +1,219 @@
+//! The ledger's planning, as pure functions over the state a store loaded: which lots a debit
+//! consumes (earliest expiry first), how much of a refund's claw-back comes from pending points,
+//! from available points, from a debt, or is forgiven, and how much of a credit repays a debt.
+//! Stores turn a plan into journal entries that sum to zero.
+
+use crate::program::RefundPolicy;
+use serde::{Deserialize, Serialize};
+
+/// Ledger accounts. Member accounts hold a member's points; programme accounts are the other
+/// side of every movement, so each journal transaction sums to zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Account {
+    Available,
+    Pending,
+    Issued,
+    Redeemed,
+    Expired,
+    Adjusted,
+}
+
+impl Account {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Account::Available => "available",
+            Account::Pending => "pending",
+            Account::Issued => "issued",
+            Account::Redeemed => "redeemed",
+            Account::Expired => "expired",
+            Account::Adjusted => "adjusted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Account> {
+        [Account::Available, Account::Pending, Account::Issued, Account::Redeemed, Account::Expired, Account::Adjusted]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+    pub fn is_member(&self) -> bool {
+        matches!(self, Account::Available | Account::Pending)
+    }
+}
+
+/// A lot as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotView {
+    pub id: i64,
+    pub remaining: i64,
+    /// Micros since epoch; `None` never expires and is consumed last.
+    pub expires_at: Option<i64>,
+}
+
+/// Takes up to `amount` from `lots`, earliest expiry first (ties by age). Returns the takes and
+/// the total taken, which is less than `amount` only when the lots hold less.
+pub fn take_from_lots(lots: &[LotView], amount: i64) -> (Vec<(i64, i64)>, i64) {
+    let mut order: Vec<&LotView> = lots.iter().filter(|l| l.remaining > 0).collect();
+    order.sort_by_key(|l| (l.expires_at.is_none(), l.expires_at, l.id));
+    let mut left = amount.max(0);
+    let mut takes = Vec::new();
+    for lot in order {
+        if left == 0 {
+            break;
+        }
+        let take = lot.remaining.min(left);
+        takes.push((lot.id, take));
+        left -= take;
+    }
+    (takes, amount.max(0) - left)
+}
+
+/// How much of a credit to `available` goes to repaying a debt (a negative balance), and how
+/// much is left for the new lot.
+pub fn repay_debt(credit: i64, available_before: i64) -> (i64, i64) {
+    let debt = (-available_before).max(0);
+    let repaid = credit.min(debt);
+    (repaid, credit - repaid)
+}
+
+/// Points a refund claws back, cumulatively: after refunding `refunded_minor` of an order of
+/// `total_minor` that awarded `awarded` points, `clawback_target` points in all should have
+/// been taken back. Computing the cumulative target (not each refund's share) means partial
+/// refunds that add up to the whole take back exactly what was awarded.
+pub fn clawback_target(awarded: i64, total_minor: i64, refunded_minor: i64) -> i64 {
+    if total_minor <= 0 || refunded_minor >= total_minor {
+        return awarded;
+    }
+    let v = i128::from(awarded) * i128::from(refunded_minor.max(0)) / i128::from(total_minor);
+    i64::try_from(v).unwrap_or(awarded)
+}
+
+/// Where a claw-back comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClawbackPlan {
+    pub from_pending: Vec<(i64, i64)>,
+    pub from_available: Vec<(i64, i64)>,
+    /// Taken from `available` beyond its lots: the balance goes (further) negative.
+    pub into_debt: i64,
+    /// Not taken at all, as the programme's policy says.
+    pub forgiven: i64,
+}
+
+impl ClawbackPlan {
+    pub fn pending_total(&self) -> i64 {
+        self.from_pending.iter().map(|(_, n)| n).sum()
+    }
+    pub fn available_total(&self) -> i64 {
+        self.from_available.iter().map(|(_, n)| n).sum::<i64>() + self.into_debt
+    }
+}
+
+/// Plans a claw-back of `amount`: the order's own pending lots first, then other pending lots,
+/// then available lots (earliest expiry first), then a debt or forgiveness per `policy`.
+pub fn plan_clawback(
+    amount: i64,
+    own_pending: &[LotView],
+    other_pending: &[LotView],
+    available: &[LotView],
+    policy: RefundPolicy,
+) -> ClawbackPlan {
+    let mut plan = ClawbackPlan::default();
+    let (own, n1) = take_from_lots(own_pending, amount);
+    let (other, n2) = take_from_lots(other_pending, amount - n1);
+    plan.from_pending = own.into_iter().chain(other).collect();
+    let mut left = amount - n1 - n2;
+    if policy != RefundPolicy::PendingOnly {
+        let (avail, n3) = take_from_lots(available, left);
+        plan.from_available = avail;
+        left -= n3;
+    }
+    if policy == RefundPolicy::AllowNegative {
+        plan.into_debt = left;
+    } else {
+        plan.forgiven = left;
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lot(id: i64, remaining: i64, expires_at: Option<i64>) -> LotView {
+        LotView { id, remaining, expires_at }
+    }
+
+    #[test]
+    fn debits_take_the_earliest_expiring_lots_first() {
+        let lots = [lot(1, 50, Some(300)), lot(2, 30, Some(100)), lot(3, 40, None), lot(4, 10, Some(200))];
+        let (takes, taken) = take_from_lots(&lots, 75);
+        assert_eq!(takes, vec![(2, 30), (4, 10), (1, 35)]);
+        assert_eq!(taken, 75);
+        let (takes, taken) = take_from_lots(&lots, 500);
+        assert_eq!(taken, 130);
+        assert_eq!(takes.last(), Some(&(3, 40)));
+    }
+
+    #[test]
+    fn clawback_takes_pending_then_available_then_follows_the_policy() {
+        let own = [lot(1, 20, None)];
+        let avail = [lot(2, 30, Some(10))];
+        let p = plan_clawback(100, &own, &[], &avail, RefundPolicy::AllowNegative);
+        assert_eq!((p.pending_total(), p.from_available.clone(), p.into_debt, p.forgiven), (20, vec![(2, 30)], 50, 0));
+        let p = plan_clawback(100, &own, &[], &avail, RefundPolicy::WithinBalance);
+        assert_eq!((p.pending_total(), p.available_total(), p.forgiven), (20, 30, 50));
+        let p = plan_clawback(100, &own, &[], &avail, RefundPolicy::PendingOnly);
+        assert_eq!((p.pending_total(), p.available_total(), p.forgiven), (20, 0, 80));
+    }
+
+    #[test]
+    fn partial_refunds_add_up_to_the_whole_award() {
+        let mut clawed = 0;
+        for refunded in [1000, 2500, 5990] {
+            clawed = clawback_target(59, 5990, refunded).max(clawed);
+        }
+        assert_eq!(clawed, 59);
+        assert_eq!(clawback_target(59, 5990, 2995), 29);
+    }
+
+    #[test]
+    fn credits_repay_debt_first() {
+        assert_eq!(repay_debt(100, -30), (30, 70));
+        assert_eq!(repay_debt(10, -30), (10, 0));
+        assert_eq!(repay_debt(10, 5), (0, 10));
+    }
+
+    proptest! {
+        #[test]
+        fn a_take_never_exceeds_the_lots_or_the_amount(
+            rems in proptest::collection::vec((0i64..1000, proptest::option::of(0i64..50)), 0..20),
+            amount in 0i64..20_000,
+        ) {
+            let lots: Vec<LotView> = rems.iter().enumerate().map(|(i, (r, e))| lot(i as i64, *r, *e)).collect();
+            let (takes, taken) = take_from_lots(&lots, amount);
+            let held: i64 = lots.iter().map(|l| l.remaining).sum();
+            prop_assert_eq!(taken, amount.min(held));
+            prop_assert_eq!(takes.iter().map(|(_, n)| n).sum::<i64>(), taken);
+            for (id, n) in &takes {
+                prop_assert!(*n > 0 && *n <= lots[*id as usize].remaining);
+            }
+        }
+
+        #[test]
+        fn a_clawback_plan_accounts_for_every_point(
+            amount in 0i64..5000, own in 0i64..1000, other in 0i64..1000, avail in 0i64..1000, policy in 0u8..3,
+        ) {
+            let policy = [RefundPolicy::PendingOnly, RefundPolicy::WithinBalance, RefundPolicy::AllowNegative][policy as usize];
+            let p = plan_clawback(amount, &[lot(1, own, None)], &[lot(2, other, Some(5))], &[lot(3, avail, Some(1))], policy);
+            prop_assert_eq!(p.pending_total() + p.available_total() + p.forgiven, amount);
+            prop_assert!(p.into_debt >= 0 && p.forgiven >= 0);
+        }
+
+        #[test]
+        fn cumulative_clawback_is_monotone_and_bounded(awarded in 0i64..1_000_000, total in 1i64..10_000_000, a in 0i64..10_000_000, b in 0i64..10_000_000) {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let (x, y) = (clawback_target(awarded, total, lo), clawback_target(awarded, total, hi));
+            prop_assert!(x <= y && y <= awarded && x >= 0);
+        }
+    }
+}

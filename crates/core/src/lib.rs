@@ -1,0 +1,13 @@
+//! The pure domain of Fidelis: money and currencies, programme settings, base earning, and the
+//! ledger's planning (which lots a debit consumes, how a refund claws back). Nothing here reads a
+//! clock, a database or the network: callers pass `now` and the state they loaded.
+
+pub mod earn;
+pub mod event;
+pub mod ledger;
+pub mod money;
+pub mod program;
+pub mod time;
+
+pub use money::{Currency, Money, MoneyError};
+pub use program::ProgramSettings;
