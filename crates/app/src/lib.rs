@@ -1,1 +1,13 @@
-//! placeholder
+//! Fidelis use cases, apart from HTTP: who is calling (keys and scopes), what they may do, the
+//! checks on their input, and the calls into the store. Handlers parse, call one method of
+//! [`App`], and map its result; this crate knows no status codes.
+
+mod clock;
+mod error;
+mod inputs;
+mod service;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::AppError;
+pub use inputs::{AdjustmentInput, ConsentInput, MAX_ADJUSTMENT_POINTS, MemberInput};
+pub use service::{App, Principal, Scope};

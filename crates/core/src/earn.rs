@@ -70,7 +70,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn with(rate: &str, rounding: Rounding) -> ProgramSettings {
-        ProgramSettings { earn_rate: rate.into(), rounding, ..Default::default() }
+        ProgramSettings {
+            earn_rate: rate.into(),
+            rounding,
+            ..Default::default()
+        }
     }
 
     #[test]

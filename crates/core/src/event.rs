@@ -159,7 +159,10 @@ pub struct EventError {
 }
 
 fn bad<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, EventError> {
-    Err(EventError { field: field.into(), reason: reason.into() })
+    Err(EventError {
+        field: field.into(),
+        reason: reason.into(),
+    })
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), EventError> {
@@ -194,7 +197,10 @@ impl MemberRef {
 fn occurred_at(value: &Option<String>, now: DateTime<Utc>) -> Result<DateTime<Utc>, EventError> {
     let Some(text) = value else { return Ok(now) };
     let Some(t) = crate::time::parse(text) else {
-        return bad("occurred_at", "must be an RFC 3339 time such as 2026-11-22T10:00:00Z");
+        return bad(
+            "occurred_at",
+            "must be an RFC 3339 time such as 2026-11-22T10:00:00Z",
+        );
     };
     if (t - now).num_seconds() > MAX_FUTURE_SECS {
         return bad("occurred_at", "is more than 24 hours in the future");
@@ -203,25 +209,46 @@ fn occurred_at(value: &Option<String>, now: DateTime<Utc>) -> Result<DateTime<Ut
 }
 
 fn money(field: &str, value: &str, currency: Currency) -> Result<Money, EventError> {
-    Money::parse(value, currency).map_err(|e: MoneyError| EventError { field: field.into(), reason: e.to_string() })
+    Money::parse(value, currency).map_err(|e: MoneyError| EventError {
+        field: field.into(),
+        reason: e.to_string(),
+    })
 }
 
 impl PurchaseInput {
     /// Checks the purchase against the programme; `now` bounds `occurred_at` and fills it in.
-    pub fn validate(&self, program: &ProgramSettings, now: DateTime<Utc>) -> Result<Purchase, EventError> {
+    pub fn validate(
+        &self,
+        program: &ProgramSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Purchase, EventError> {
         let member = self.member.key("member")?;
         check_text("order_id", &self.order_id, MAX_ID_LEN)?;
         if let Some(store) = &self.store_id {
             check_text("store_id", store, MAX_LABEL_LEN)?;
         }
-        let currency = Currency::parse(&self.currency)
-            .map_err(|e| EventError { field: "currency".into(), reason: e.to_string() })?;
+        let currency = Currency::parse(&self.currency).map_err(|e| EventError {
+            field: "currency".into(),
+            reason: e.to_string(),
+        })?;
         if currency != program.currency {
-            return bad("currency", format!("the programme's currency is {}, got {currency}", program.currency));
+            return bad(
+                "currency",
+                format!(
+                    "the programme's currency is {}, got {currency}",
+                    program.currency
+                ),
+            );
         }
         let total = money("total", &self.total, currency)?;
         if self.lines.len() > MAX_LINES {
-            return bad("lines", format!("at most {MAX_LINES} lines per order, got {}", self.lines.len()));
+            return bad(
+                "lines",
+                format!(
+                    "at most {MAX_LINES} lines per order, got {}",
+                    self.lines.len()
+                ),
+            );
         }
         let mut lines = Vec::with_capacity(self.lines.len());
         for (i, l) in self.lines.iter().enumerate() {
@@ -231,7 +258,10 @@ impl PurchaseInput {
                 check_text(&f("category"), c, MAX_LABEL_LEN)?;
             }
             if l.quantity <= 0 || l.quantity > MAX_QUANTITY {
-                return bad(f("quantity"), format!("must be 1 to {MAX_QUANTITY}, got {}", l.quantity));
+                return bad(
+                    f("quantity"),
+                    format!("must be 1 to {MAX_QUANTITY}, got {}", l.quantity),
+                );
             }
             let price = money(&f("unit_price"), &l.unit_price, currency)?;
             lines.push(Line {
@@ -254,7 +284,11 @@ impl PurchaseInput {
 }
 
 impl RefundInput {
-    pub fn validate(&self, program: &ProgramSettings, now: DateTime<Utc>) -> Result<Refund, EventError> {
+    pub fn validate(
+        &self,
+        program: &ProgramSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Refund, EventError> {
         check_text("order_id", &self.order_id, MAX_ID_LEN)?;
         if let Some(id) = &self.refund_id {
             check_text("refund_id", id, MAX_ID_LEN)?;
@@ -278,7 +312,10 @@ impl RefundInput {
                 for (i, l) in lines.iter().enumerate() {
                     check_text(&format!("lines[{i}].sku"), &l.sku, MAX_LABEL_LEN)?;
                     if l.quantity <= 0 || l.quantity > MAX_QUANTITY {
-                        return bad(format!("lines[{i}].quantity"), format!("must be 1 to {MAX_QUANTITY}"));
+                        return bad(
+                            format!("lines[{i}].quantity"),
+                            format!("must be 1 to {MAX_QUANTITY}"),
+                        );
                     }
                     out.push((l.sku.clone(), l.quantity));
                 }
@@ -300,13 +337,24 @@ impl CustomInput {
         let member = self.member.key("member")?;
         let kind_ok = !self.kind.is_empty()
             && self.kind.len() <= 64
-            && self.kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+            && self
+                .kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
         if !kind_ok {
-            return bad("type", "must be 1 to 64 characters of a-z, 0-9, `_`, `.` or `-` (e.g. review_written)");
+            return bad(
+                "type",
+                "must be 1 to 64 characters of a-z, 0-9, `_`, `.` or `-` (e.g. review_written)",
+            );
         }
-        let size = serde_json::to_string(&self.properties).map(|s| s.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_string(&self.properties)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_PROPERTIES_BYTES {
-            return bad("properties", format!("must be at most {MAX_PROPERTIES_BYTES} bytes of JSON"));
+            return bad(
+                "properties",
+                format!("must be at most {MAX_PROPERTIES_BYTES} bytes of JSON"),
+            );
         }
         Ok(Custom {
             member,
@@ -329,11 +377,22 @@ pub fn price_refund_lines(
     for (i, (sku, qty)) in wanted.iter().enumerate() {
         let sold: Vec<&Line> = order.iter().filter(|l| &l.sku == sku).collect();
         if sold.is_empty() {
-            return bad(format!("lines[{i}].sku"), format!("the order has no line with sku `{sku}`"));
+            return bad(
+                format!("lines[{i}].sku"),
+                format!("the order has no line with sku `{sku}`"),
+            );
         }
         let sold_qty: i64 = sold.iter().map(|l| l.quantity).sum();
-        let before: i64 = already.iter().filter(|(s, _)| s == sku).map(|(_, q)| q).sum::<i64>()
-            + wanted[..i].iter().filter(|(s, _)| s == sku).map(|(_, q)| q).sum::<i64>();
+        let before: i64 = already
+            .iter()
+            .filter(|(s, _)| s == sku)
+            .map(|(_, q)| q)
+            .sum::<i64>()
+            + wanted[..i]
+                .iter()
+                .filter(|(s, _)| s == sku)
+                .map(|(_, q)| q)
+                .sum::<i64>();
         if before + qty > sold_qty {
             return bad(
                 format!("lines[{i}].quantity"),
@@ -341,7 +400,10 @@ pub fn price_refund_lines(
             );
         }
         // Lines of one sku at several prices are refunded at their average price.
-        let sold_minor: i128 = sold.iter().map(|l| i128::from(l.unit_price_minor) * i128::from(l.quantity)).sum();
+        let sold_minor: i128 = sold
+            .iter()
+            .map(|l| i128::from(l.unit_price_minor) * i128::from(l.quantity))
+            .sum();
         let part = sold_minor * i128::from(*qty) / i128::from(sold_qty);
         amount = amount.saturating_add(i64::try_from(part).unwrap_or(i64::MAX));
     }

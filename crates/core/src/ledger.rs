@@ -31,9 +31,16 @@ impl Account {
         }
     }
     pub fn parse(s: &str) -> Option<Account> {
-        [Account::Available, Account::Pending, Account::Issued, Account::Redeemed, Account::Expired, Account::Adjusted]
-            .into_iter()
-            .find(|a| a.as_str() == s)
+        [
+            Account::Available,
+            Account::Pending,
+            Account::Issued,
+            Account::Redeemed,
+            Account::Expired,
+            Account::Adjusted,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
     }
     pub fn is_member(&self) -> bool {
         matches!(self, Account::Available | Account::Pending)
@@ -140,12 +147,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn lot(id: i64, remaining: i64, expires_at: Option<i64>) -> LotView {
-        LotView { id, remaining, expires_at }
+        LotView {
+            id,
+            remaining,
+            expires_at,
+        }
     }
 
     #[test]
     fn debits_take_the_earliest_expiring_lots_first() {
-        let lots = [lot(1, 50, Some(300)), lot(2, 30, Some(100)), lot(3, 40, None), lot(4, 10, Some(200))];
+        let lots = [
+            lot(1, 50, Some(300)),
+            lot(2, 30, Some(100)),
+            lot(3, 40, None),
+            lot(4, 10, Some(200)),
+        ];
         let (takes, taken) = take_from_lots(&lots, 75);
         assert_eq!(takes, vec![(2, 30), (4, 10), (1, 35)]);
         assert_eq!(taken, 75);
@@ -159,11 +175,25 @@ mod tests {
         let own = [lot(1, 20, None)];
         let avail = [lot(2, 30, Some(10))];
         let p = plan_clawback(100, &own, &[], &avail, RefundPolicy::AllowNegative);
-        assert_eq!((p.pending_total(), p.from_available.clone(), p.into_debt, p.forgiven), (20, vec![(2, 30)], 50, 0));
+        assert_eq!(
+            (
+                p.pending_total(),
+                p.from_available.clone(),
+                p.into_debt,
+                p.forgiven
+            ),
+            (20, vec![(2, 30)], 50, 0)
+        );
         let p = plan_clawback(100, &own, &[], &avail, RefundPolicy::WithinBalance);
-        assert_eq!((p.pending_total(), p.available_total(), p.forgiven), (20, 30, 50));
+        assert_eq!(
+            (p.pending_total(), p.available_total(), p.forgiven),
+            (20, 30, 50)
+        );
         let p = plan_clawback(100, &own, &[], &avail, RefundPolicy::PendingOnly);
-        assert_eq!((p.pending_total(), p.available_total(), p.forgiven), (20, 0, 80));
+        assert_eq!(
+            (p.pending_total(), p.available_total(), p.forgiven),
+            (20, 0, 80)
+        );
     }
 
     #[test]

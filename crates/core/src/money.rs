@@ -13,13 +13,54 @@ pub struct Currency {
 /// The currencies accepted on the wire. Anything else is refused as unknown, so a typo never
 /// turns into money of a currency nobody can settle.
 const CURRENCIES: &[(&str, u8)] = &[
-    ("AED", 2), ("AUD", 2), ("BGN", 2), ("BHD", 3), ("BRL", 2), ("CAD", 2), ("CHF", 2),
-    ("CLP", 0), ("CNY", 2), ("CZK", 2), ("DKK", 2), ("DZD", 2), ("EUR", 2), ("GBP", 2),
-    ("HKD", 2), ("HUF", 2), ("IDR", 2), ("ILS", 2), ("INR", 2), ("ISK", 0), ("JOD", 3),
-    ("JPY", 0), ("KRW", 0), ("KWD", 3), ("MAD", 2), ("MXN", 2), ("MYR", 2), ("NOK", 2),
-    ("NZD", 2), ("OMR", 3), ("PHP", 2), ("PLN", 2), ("QAR", 2), ("RON", 2), ("SAR", 2),
-    ("SEK", 2), ("SGD", 2), ("THB", 2), ("TND", 3), ("TRY", 2), ("TWD", 2), ("UAH", 2),
-    ("USD", 2), ("VND", 0), ("XAF", 0), ("XOF", 0), ("XPF", 0), ("ZAR", 2),
+    ("AED", 2),
+    ("AUD", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("CZK", 2),
+    ("DKK", 2),
+    ("DZD", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("MAD", 2),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PHP", 2),
+    ("PLN", 2),
+    ("QAR", 2),
+    ("RON", 2),
+    ("SAR", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("THB", 2),
+    ("TND", 3),
+    ("TRY", 2),
+    ("TWD", 2),
+    ("UAH", 2),
+    ("USD", 2),
+    ("VND", 0),
+    ("XAF", 0),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("ZAR", 2),
 ];
 
 impl Currency {
@@ -66,7 +107,11 @@ pub enum MoneyError {
     #[error("unknown currency `{0}` (expected an ISO 4217 code such as EUR)")]
     UnknownCurrency(String),
     #[error("`{value}` has more decimals than {currency} allows ({exponent} at most)")]
-    TooManyDecimals { value: String, currency: &'static str, exponent: u8 },
+    TooManyDecimals {
+        value: String,
+        currency: &'static str,
+        exponent: u8,
+    },
     #[error("`{0}` is not a decimal amount such as \"59.90\"")]
     NotDecimal(String),
     #[error("`{0}` is too large")]
@@ -95,9 +140,13 @@ impl Money {
         parse_minor(value, currency.exponent)
             .map(|minor| Money { minor, currency })
             .map_err(|e| match e {
-                MoneyError::TooManyDecimals { value, exponent, .. } => {
-                    MoneyError::TooManyDecimals { value, currency: currency.code, exponent }
-                }
+                MoneyError::TooManyDecimals {
+                    value, exponent, ..
+                } => MoneyError::TooManyDecimals {
+                    value,
+                    currency: currency.code,
+                    exponent,
+                },
                 other => other,
             })
     }
@@ -139,7 +188,10 @@ pub fn parse_minor(value: &str, exponent: u8) -> Result<i64, MoneyError> {
     let int_value: i64 = int.parse().map_err(|_| too_large())?;
     let mut frac_value: i64 = 0;
     for i in 0..usize::from(exponent) {
-        let digit = significant.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+        let digit = significant
+            .as_bytes()
+            .get(i)
+            .map_or(0, |b| i64::from(b - b'0'));
         frac_value = frac_value * 10 + digit;
     }
     let minor = int_value
@@ -160,7 +212,12 @@ pub fn format_minor(minor: i64, exponent: u8) -> String {
         return format!("{sign}{abs}");
     }
     let unit = 10u64.pow(u32::from(exponent));
-    format!("{sign}{}.{:0width$}", abs / unit, abs % unit, width = usize::from(exponent))
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / unit,
+        abs % unit,
+        width = usize::from(exponent)
+    )
 }
 
 #[cfg(test)]
@@ -180,17 +237,41 @@ mod tests {
         assert_eq!(Money::parse("1.500", eur()).map(|m| m.minor), Ok(150));
         let jpy = Currency::parse("JPY").expect("JPY is known");
         assert_eq!(Money::parse("1200", jpy).map(|m| m.minor), Ok(1200));
-        assert!(matches!(Money::parse("1.5", jpy), Err(MoneyError::TooManyDecimals { .. })));
+        assert!(matches!(
+            Money::parse("1.5", jpy),
+            Err(MoneyError::TooManyDecimals { .. })
+        ));
     }
 
     #[test]
     fn refuses_what_is_not_a_plain_decimal() {
-        for bad in ["", ".", "1.", ".5", "1e3", "1,50", " 1", "0x10", "+1", "1.2.3", "12345678901234567890"] {
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".5",
+            "1e3",
+            "1,50",
+            " 1",
+            "0x10",
+            "+1",
+            "1.2.3",
+            "12345678901234567890",
+        ] {
             assert!(Money::parse(bad, eur()).is_err(), "{bad:?} was accepted");
         }
-        assert!(matches!(Money::parse("-1.00", eur()), Err(MoneyError::Negative(_))));
-        assert!(matches!(Money::parse("1.999", eur()), Err(MoneyError::TooManyDecimals { .. })));
-        assert!(matches!(Money::parse("10000000000000.01", eur()), Err(MoneyError::TooLarge(_))));
+        assert!(matches!(
+            Money::parse("-1.00", eur()),
+            Err(MoneyError::Negative(_))
+        ));
+        assert!(matches!(
+            Money::parse("1.999", eur()),
+            Err(MoneyError::TooManyDecimals { .. })
+        ));
+        assert!(matches!(
+            Money::parse("10000000000000.01", eur()),
+            Err(MoneyError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -82,7 +82,8 @@ impl Default for ProgramSettings {
     fn default() -> Self {
         ProgramSettings {
             points_name: "points".into(),
-            currency: Currency::parse("EUR").unwrap_or_else(|_| unreachable!("EUR is in the table")),
+            currency: Currency::parse("EUR")
+                .unwrap_or_else(|_| unreachable!("EUR is in the table")),
             earn_rate: "1".into(),
             rounding: Rounding::Floor,
             pending_days: 30,
@@ -103,7 +104,12 @@ pub struct SettingsError {
 impl ProgramSettings {
     /// Checks every field; the first problem is reported with the field's name.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let err = |field, reason: &str| Err(SettingsError { field, reason: reason.to_string() });
+        let err = |field, reason: &str| {
+            Err(SettingsError {
+                field,
+                reason: reason.to_string(),
+            })
+        };
         let name = self.points_name.trim();
         if name.is_empty() || name.chars().count() > 40 {
             return err("points_name", "must be 1 to 40 characters");
@@ -129,7 +135,10 @@ impl ProgramSettings {
             reason: format!("{e} (at most 6 decimals)"),
         })?;
         if micro > MAX_RATE_MICRO {
-            return Err(SettingsError { field: "earn_rate", reason: "must be at most 1000".into() });
+            return Err(SettingsError {
+                field: "earn_rate",
+                reason: "must be at most 1000".into(),
+            });
         }
         Ok(micro)
     }
@@ -144,17 +153,29 @@ mod tests {
         let s = ProgramSettings::default();
         assert_eq!(s.validate(), Ok(()));
         assert_eq!(s.earn_rate_micro(), Ok(RATE_SCALE));
-        let half = ProgramSettings { earn_rate: "0.5".into(), ..s.clone() };
+        let half = ProgramSettings {
+            earn_rate: "0.5".into(),
+            ..s.clone()
+        };
         assert_eq!(half.earn_rate_micro(), Ok(RATE_SCALE / 2));
     }
 
     #[test]
     fn invalid_settings_name_their_field() {
-        let s = ProgramSettings { earn_rate: "-1".into(), ..Default::default() };
+        let s = ProgramSettings {
+            earn_rate: "-1".into(),
+            ..Default::default()
+        };
         assert_eq!(s.validate().map_err(|e| e.field), Err("earn_rate"));
-        let s = ProgramSettings { expiry: ExpiryPolicy::AfterEarning { months: 0 }, ..Default::default() };
+        let s = ProgramSettings {
+            expiry: ExpiryPolicy::AfterEarning { months: 0 },
+            ..Default::default()
+        };
         assert_eq!(s.validate().map_err(|e| e.field), Err("expiry.months"));
-        let s = ProgramSettings { pending_days: 1000, ..Default::default() };
+        let s = ProgramSettings {
+            pending_days: 1000,
+            ..Default::default()
+        };
         assert_eq!(s.validate().map_err(|e| e.field), Err("pending_days"));
     }
 }

@@ -4,7 +4,8 @@ use chrono::{DateTime, Months, Utc};
 
 /// `t` plus `months` calendar months, clamped to the month's last day (31 Jan + 1 = 28/29 Feb).
 pub fn add_months(t: DateTime<Utc>, months: u32) -> DateTime<Utc> {
-    t.checked_add_months(Months::new(months)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    t.checked_add_months(Months::new(months))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 pub fn add_days(t: DateTime<Utc>, days: u32) -> DateTime<Utc> {
@@ -27,7 +28,9 @@ pub fn format(t: DateTime<Utc>) -> String {
 }
 
 pub fn parse(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

@@ -1,1 +1,235 @@
-fn main() {}
+//! `fidelis`: the one binary. Sub-commands serve the API, run the demo, migrate, create keys,
+//! run jobs once, verify a ledger, and simulate a retailer.
+
+mod db;
+mod seed;
+mod serve;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use fidelis_app::{App, ManualClock, Scope, SystemClock};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "fidelis",
+    version,
+    about = "Fidelis, an open-source loyalty platform for retailers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DbArg {
+    /// sqlite://path or postgres://user@host/db
+    #[arg(long, env = "FIDELIS_DATABASE_URL")]
+    database_url: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (and run background jobs) on a database, migrating it first.
+    Serve {
+        #[arg(long, env = "FIDELIS_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[command(flatten)]
+        db: DbArg,
+        /// Seconds between runs of the maturation and expiry jobs (0: never).
+        #[arg(long, env = "FIDELIS_JOBS_INTERVAL_SECS", default_value_t = 60)]
+        jobs_interval_secs: u64,
+    },
+    /// Start a demo on an embedded SQLite file: a tenant, keys, and a simulated retailer.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "sqlite://fidelis-demo.db")]
+        database_url: String,
+        #[arg(long, default_value_t = 2000)]
+        members: usize,
+        #[arg(long, default_value_t = 13)]
+        months: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Seed only, then exit (no server).
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Apply the schema's migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Background jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Check the ledger's invariants on a live database; exits 1 when one fails.
+    Verify {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Make a simulated retailer's history; print it as NDJSON or feed it into a tenant.
+    Simulate {
+        #[arg(long, default_value_t = 2000)]
+        members: usize,
+        #[arg(long, default_value_t = 13)]
+        months: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Write the events as NDJSON here ("-" for standard output).
+        #[arg(long)]
+        out: Option<String>,
+        /// Feed the events into this database...
+        #[arg(long)]
+        database_url: Option<String>,
+        /// ...for this tenant (created if needed).
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key (and the tenant, if needed); the key is printed on the last line.
+    Create {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_parser = ["admin", "pos", "ecommerce", "analytics"])]
+        scope: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Run maturation and expiry once, as of --now (RFC 3339; default: the real time).
+    RunOnce {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        now: Option<String>,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FIDELIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("FIDELIS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logs();
+    let now = || Utc::now().timestamp_micros();
+    match Cli::parse().command {
+        Command::Serve {
+            listen,
+            db,
+            jobs_interval_secs,
+        } => {
+            let store = db::open(&db.database_url, now())?;
+            let app = App::new(store, Arc::new(SystemClock));
+            serve::run(app, &listen, jobs_interval_secs, None).await
+        }
+        Command::Demo {
+            listen,
+            database_url,
+            members,
+            months,
+            seed,
+            no_serve,
+        } => serve::demo(&listen, &database_url, members, months, seed, no_serve).await,
+        Command::Migrate { db } => {
+            db::open(&db.database_url, now())?;
+            println!("migrated {}", db::redact(&db.database_url));
+            Ok(())
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    db,
+                    tenant,
+                    scope,
+                    label,
+                },
+        } => {
+            let store = db::open(&db.database_url, now())?;
+            let app = App::new(store, Arc::new(SystemClock));
+            let scope = Scope::parse(&scope).context("unknown scope")?;
+            let (record, secret) = app
+                .bootstrap_key(&tenant, scope, label.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "created {} key {} for tenant {} (shown once; only its hash is stored)",
+                record.scope, record.id, record.tenant_id
+            );
+            println!("{secret}");
+            Ok(())
+        }
+        Command::Jobs {
+            command: JobsCommand::RunOnce { db, now: at },
+        } => {
+            let at = match at {
+                Some(t) => fidelis_core::time::parse(&t)
+                    .context("--now must be an RFC 3339 time such as 2026-11-22T10:00:00Z")?,
+                None => Utc::now(),
+            };
+            let store = db::open(&db.database_url, now())?;
+            let app = App::new(store, Arc::new(ManualClock::new(at)));
+            let report = app.run_jobs().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Verify { db } => {
+            let store = db::open(&db.database_url, now())?;
+            let report = store.verify().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok() {
+                bail!("the ledger breaks its invariants (see above)");
+            }
+            eprintln!(
+                "ledger ok: {} transactions, {} entries, {} members, {} lots",
+                report.transactions, report.entries, report.members, report.lots
+            );
+            Ok(())
+        }
+        Command::Simulate {
+            members,
+            months,
+            seed,
+            out,
+            database_url,
+            tenant,
+        } => {
+            serve::simulate(
+                members,
+                months,
+                seed,
+                out.as_deref(),
+                database_url.as_deref(),
+                &tenant,
+            )
+            .await
+        }
+    }
+}

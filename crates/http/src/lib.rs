@@ -1,1 +1,50 @@
-//! placeholder
+//! Fidelis's HTTP API: one router per resource, the one mapping from errors to
+//! `application/problem+json`, the extractors that authenticate, parse JSON and read
+//! `Idempotency-Key`, and the operational endpoints (`/healthz`, `/metrics`, OpenAPI, docs).
+//! Handlers parse, call one use case of `fidelis_app::App`, and shape the answer.
+
+mod events;
+mod extract;
+mod members;
+mod metrics;
+mod ops;
+mod problem;
+mod program;
+mod wire;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use fidelis_app::App;
+use std::sync::Arc;
+
+pub use metrics::Metrics;
+pub use problem::Problem;
+
+/// Largest request body accepted (a 500-line order is about 60 KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub app: App,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The whole HTTP surface. Tests call it with `oneshot`; `serve` binds it to a listener.
+pub fn router(app: App) -> Router {
+    let state = AppState {
+        app,
+        metrics: Arc::new(Metrics::default()),
+    };
+    Router::new()
+        .merge(members::routes())
+        .merge(events::routes())
+        .merge(program::routes())
+        .merge(ops::routes())
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

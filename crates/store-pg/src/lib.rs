@@ -1,1 +1,204 @@
-//! placeholder
+//! PostgreSQL behind Fidelis's store, through the synchronous `postgres` client: every
+//! store thread owns one connection, so no pool is needed, and statements are prepared once
+//! per connection. `synchronous_commit` stays on: PostgreSQL already shares WAL flushes
+//! between concurrent committers.
+//!
+//! A URL may carry `schema=NAME` (Fidelis's own parameter): the store then works in that
+//! schema, created if missing. Tests use it to give every test its own database.
+
+use fidelis_store::{Backend, Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::{Client, NoTls, Statement};
+use std::collections::HashMap;
+use std::error::Error;
+
+pub struct Postgres {
+    config: postgres::Config,
+    schema: Option<String>,
+}
+
+impl Postgres {
+    /// Parses `postgres://` or `postgresql://` URLs; `schema=NAME` is taken out and used.
+    pub fn from_url(url: &str) -> Result<Postgres, String> {
+        let (base, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
+        let mut schema = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("schema", v)) => schema = Some(v.to_string()),
+                _ => rest.push(pair),
+            }
+        }
+        if let Some(s) = &schema {
+            let ok = !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(format!(
+                    "schema `{s}` must be 1 to 63 characters of a-z, 0-9 and _"
+                ));
+            }
+        }
+        let url = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+        Ok(Postgres { config, schema })
+    }
+}
+
+fn db_err(e: postgres::Error) -> DbError {
+    let kind = match e.code().map(|c| c.code()) {
+        Some("23505") => DbErrorKind::Unique,
+        Some("40001" | "40P01" | "55P03") => DbErrorKind::Retry,
+        Some(c) if c.starts_with("08") => DbErrorKind::Connection,
+        None if e.is_closed() => DbErrorKind::Connection,
+        _ => DbErrorKind::Other,
+    };
+    let message = match e.as_db_error() {
+        Some(db) => format!(
+            "{}: {}{}",
+            db.code().code(),
+            db.message(),
+            db.constraint()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        ),
+        None => e.to_string(),
+    };
+    DbError { kind, message }
+}
+
+impl Backend for Postgres {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn connect(&self, _read_only: bool) -> Result<Box<dyn Conn>, DbError> {
+        let mut client = self.config.connect(NoTls).map_err(db_err)?;
+        if let Some(schema) = &self.schema {
+            // The name was checked to be [a-z0-9_]+, so quoting it is enough.
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\""
+                ))
+                .or_else(|e| {
+                    // Two connections creating the schema at once: one loses the race; set the path.
+                    if e.code().map(|c| c.code()) == Some("23505") {
+                        client.batch_execute(&format!("SET search_path TO \"{schema}\""))
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(db_err)?;
+        }
+        Ok(Box::new(PgConn {
+            client,
+            statements: HashMap::new(),
+        }))
+    }
+}
+
+struct PgConn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl PgConn {
+    fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).map_err(db_err)?;
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+#[derive(Debug)]
+struct P<'a>(Param<'a>);
+
+impl ToSql for P<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self.0 {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Int(v) if *ty == Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+            Param::Int(v) if *ty == Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
+            Param::Int(v) if *ty == Type::TEXT || *ty == Type::VARCHAR => {
+                v.to_string().to_sql(ty, out)
+            }
+            Param::Int(v) => v.to_sql(ty, out),
+            Param::Text(t) => t.to_sql(ty, out),
+        }
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+fn values(row: &postgres::Row) -> Row {
+    let mut out = Vec::with_capacity(row.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let t = col.type_();
+        let v = if *t == Type::INT8 {
+            row.get::<_, Option<i64>>(i).map_or(Value::Null, Value::Int)
+        } else if *t == Type::INT4 {
+            row.get::<_, Option<i32>>(i)
+                .map_or(Value::Null, |v| Value::Int(i64::from(v)))
+        } else if *t == Type::INT2 {
+            row.get::<_, Option<i16>>(i)
+                .map_or(Value::Null, |v| Value::Int(i64::from(v)))
+        } else if *t == Type::BOOL {
+            row.get::<_, Option<bool>>(i)
+                .map_or(Value::Null, |v| Value::Int(i64::from(v)))
+        } else if *t == Type::TEXT || *t == Type::VARCHAR || *t == Type::NAME || *t == Type::BPCHAR
+        {
+            row.get::<_, Option<String>>(i)
+                .map_or(Value::Null, Value::Text)
+        } else {
+            Value::Null
+        };
+        out.push(v);
+    }
+    Row(out)
+}
+
+impl Conn for PgConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
+        let stmt = self.statement(sql)?;
+        let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        self.client.execute(&stmt, &refs).map_err(db_err)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+        let stmt = self.statement(sql)?;
+        let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        Ok(self
+            .client
+            .query(&stmt, &refs)
+            .map_err(db_err)?
+            .iter()
+            .map(values)
+            .collect())
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.client.batch_execute(sql).map_err(db_err)
+    }
+}

@@ -1,0 +1,379 @@
+//! [`App`]: every use case, called by the HTTP handlers, the CLI and the demo alike.
+
+use crate::clock::Clock;
+use crate::error::AppError;
+use crate::inputs::{AdjustmentInput, MemberInput};
+use fidelis_core::ProgramSettings;
+use fidelis_core::earn::{BaseEarner, EarnContext, Earner};
+use fidelis_core::event::{CustomInput, PurchaseInput, RefundInput};
+use fidelis_store::model::*;
+use fidelis_store::{IdemKey, LookupBy, Store, VerifyReport};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Admin,
+    Pos,
+    Ecommerce,
+    Analytics,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "admin" => Some(Scope::Admin),
+            "pos" => Some(Scope::Pos),
+            "ecommerce" => Some(Scope::Ecommerce),
+            "analytics" => Some(Scope::Analytics),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Pos => "pos",
+            Scope::Ecommerce => "ecommerce",
+            Scope::Analytics => "analytics",
+        }
+    }
+}
+
+/// Who is calling: a tenant's API key and its scope.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: String,
+    pub key_id: String,
+    pub scope: Scope,
+}
+
+impl Principal {
+    fn actor(&self) -> String {
+        format!("key:{}", self.key_id)
+    }
+    fn allow(&self, scopes: &[Scope], what: &str) -> Result<(), AppError> {
+        if scopes.contains(&self.scope) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+            Err(AppError::Forbidden(format!(
+                "{what} needs a key with scope {}; this key has scope {}",
+                names.join(" or "),
+                self.scope.as_str()
+            )))
+        }
+    }
+    fn can_write_events(&self, what: &str) -> Result<(), AppError> {
+        self.allow(&[Scope::Admin, Scope::Pos, Scope::Ecommerce], what)
+    }
+    fn can_read(&self, what: &str) -> Result<(), AppError> {
+        self.allow(
+            &[Scope::Admin, Scope::Pos, Scope::Ecommerce, Scope::Analytics],
+            what,
+        )
+    }
+    fn admin(&self, what: &str) -> Result<(), AppError> {
+        self.allow(&[Scope::Admin], what)
+    }
+}
+
+#[derive(Clone)]
+pub struct App {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    earner: Arc<dyn Earner>,
+}
+
+impl App {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> App {
+        App {
+            store,
+            clock,
+            earner: Arc::new(BaseEarner),
+        }
+    }
+
+    /// Replaces the earning engine (the rules engine plugs in here).
+    pub fn with_earner(mut self, earner: Arc<dyn Earner>) -> App {
+        self.earner = earner;
+        self
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().timestamp_micros()
+    }
+
+    pub async fn authenticate(&self, secret: &str) -> Result<Principal, AppError> {
+        if secret.len() > 200 {
+            return Err(AppError::Unauthorized);
+        }
+        let key = self
+            .store
+            .find_key(secret)
+            .await?
+            .ok_or(AppError::Unauthorized)?;
+        let scope = Scope::parse(&key.scope).ok_or(AppError::Unauthorized)?;
+        Ok(Principal {
+            tenant: key.tenant_id,
+            key_id: key.id,
+            scope,
+        })
+    }
+
+    /// Creates the tenant (with default programme) if needed, then a key; returns the secret.
+    pub async fn bootstrap_key(
+        &self,
+        tenant: &str,
+        scope: Scope,
+        label: Option<&str>,
+    ) -> Result<(ApiKeyRecord, String), AppError> {
+        let ok = !tenant.is_empty()
+            && tenant.len() <= 64
+            && tenant
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(AppError::invalid(
+                "tenant",
+                "must be 1 to 64 characters of a-z, 0-9, - and _",
+            ));
+        }
+        self.store
+            .ensure_tenant(tenant, tenant, &ProgramSettings::default(), self.now())
+            .await?;
+        Ok(self
+            .store
+            .create_key(tenant, scope.as_str(), label, self.now())
+            .await?)
+    }
+
+    pub async fn program(&self, p: &Principal) -> Result<(ProgramSettings, i64), AppError> {
+        p.can_read("reading the programme")?;
+        Ok(self.store.program(&p.tenant).await?)
+    }
+
+    pub async fn put_program(
+        &self,
+        p: &Principal,
+        settings: ProgramSettings,
+    ) -> Result<(ProgramSettings, i64), AppError> {
+        p.admin("changing the programme")?;
+        settings
+            .validate()
+            .map_err(|e| AppError::invalid(e.field, e.reason))?;
+        let version = self
+            .store
+            .put_program(&p.tenant, &settings, &p.actor(), self.now())
+            .await?;
+        Ok((settings, version))
+    }
+
+    async fn settings(&self, tenant: &str) -> Result<ProgramSettings, AppError> {
+        Ok(self.store.program(tenant).await?.0)
+    }
+
+    pub async fn create_member(
+        &self,
+        p: &Principal,
+        input: MemberInput,
+        idem: Option<IdemKey>,
+    ) -> Result<(Member, bool), AppError> {
+        p.can_write_events("enrolling members")?;
+        let fields = input.validate(self.clock.now())?;
+        Ok(self
+            .store
+            .create_member(&p.tenant, fields, idem, self.now())
+            .await?)
+    }
+
+    pub async fn patch_member(
+        &self,
+        p: &Principal,
+        id: &str,
+        input: MemberInput,
+        idem: Option<IdemKey>,
+    ) -> Result<(Member, bool), AppError> {
+        p.can_write_events("changing members")?;
+        let fields = input.validate(self.clock.now())?;
+        Ok(self
+            .store
+            .patch_member(&p.tenant, id, fields, idem, self.now())
+            .await?)
+    }
+
+    pub async fn member(&self, p: &Principal, id: &str) -> Result<Member, AppError> {
+        p.can_read("reading members")?;
+        Ok(self.store.member(&p.tenant, id).await?)
+    }
+
+    pub async fn lookup_member(
+        &self,
+        p: &Principal,
+        by: LookupBy,
+        value: &str,
+    ) -> Result<Member, AppError> {
+        p.can_read("looking up members")?;
+        let value = if by == LookupBy::Email {
+            value.trim().to_lowercase()
+        } else {
+            value.trim().to_string()
+        };
+        self.store
+            .find_member(&p.tenant, by, &value)
+            .await?
+            .ok_or_else(|| AppError::NotFound("member".into()))
+    }
+
+    pub async fn list_members(
+        &self,
+        p: &Principal,
+        cursor: Option<String>,
+        limit: i64,
+    ) -> Result<Page<Member>, AppError> {
+        p.can_read("listing members")?;
+        Ok(self.store.list_members(&p.tenant, cursor, limit).await?)
+    }
+
+    pub async fn purchase(
+        &self,
+        p: &Principal,
+        input: PurchaseInput,
+        idem: Option<IdemKey>,
+    ) -> Result<(PurchaseOutcome, bool), AppError> {
+        p.can_write_events("recording purchases")?;
+        let settings = self.settings(&p.tenant).await?;
+        let purchase = input.validate(&settings, self.clock.now())?;
+        let awards = self.earner.awards(&EarnContext {
+            program: &settings,
+            purchase: &purchase,
+            member_order_count: 0,
+        });
+        Ok(self
+            .store
+            .purchase(&p.tenant, purchase, awards, settings, idem, self.now())
+            .await?)
+    }
+
+    pub async fn refund(
+        &self,
+        p: &Principal,
+        input: RefundInput,
+        idem: Option<IdemKey>,
+    ) -> Result<(RefundOutcome, bool), AppError> {
+        p.can_write_events("recording refunds")?;
+        let settings = self.settings(&p.tenant).await?;
+        let refund = input.validate(&settings, self.clock.now())?;
+        Ok(self
+            .store
+            .refund(&p.tenant, refund, settings, idem, self.now())
+            .await?)
+    }
+
+    pub async fn custom(
+        &self,
+        p: &Principal,
+        input: CustomInput,
+        idem: Option<IdemKey>,
+    ) -> Result<(CustomOutcome, bool), AppError> {
+        p.can_write_events("recording events")?;
+        let settings = self.settings(&p.tenant).await?;
+        let event = input.validate(self.clock.now())?;
+        // Custom events earn through rules only; the base rate applies to purchases.
+        Ok(self
+            .store
+            .custom(&p.tenant, event, Vec::new(), settings, idem, self.now())
+            .await?)
+    }
+
+    pub async fn adjust(
+        &self,
+        p: &Principal,
+        member: &str,
+        input: AdjustmentInput,
+        idem: Option<IdemKey>,
+    ) -> Result<(AdjustOutcome, bool), AppError> {
+        p.admin("adjusting points")?;
+        let (points, reason) = input.validate()?;
+        let settings = self.settings(&p.tenant).await?;
+        Ok(self
+            .store
+            .adjust(
+                &p.tenant,
+                member,
+                points,
+                &reason,
+                &p.actor(),
+                settings,
+                idem,
+                self.now(),
+            )
+            .await?)
+    }
+
+    pub async fn balance(&self, p: &Principal, member: &str) -> Result<Balance, AppError> {
+        p.can_read("reading balances")?;
+        let settings = self.settings(&p.tenant).await?;
+        Ok(self.store.balance(&p.tenant, member, settings).await?)
+    }
+
+    pub async fn history(
+        &self,
+        p: &Principal,
+        member: &str,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> Result<Page<LedgerTxn>, AppError> {
+        p.can_read("reading the ledger")?;
+        let cursor =
+            match cursor {
+                None => None,
+                Some(c) => Some(c.parse::<i64>().map_err(|_| {
+                    AppError::invalid("cursor", "is not a cursor this API returned")
+                })?),
+            };
+        Ok(self.store.history(&p.tenant, member, cursor, limit).await?)
+    }
+
+    pub async fn list_keys(&self, p: &Principal) -> Result<Vec<ApiKeyRecord>, AppError> {
+        p.admin("listing API keys")?;
+        Ok(self.store.list_keys(&p.tenant).await?)
+    }
+
+    pub async fn create_key(
+        &self,
+        p: &Principal,
+        scope: &str,
+        label: Option<&str>,
+    ) -> Result<(ApiKeyRecord, String), AppError> {
+        p.admin("creating API keys")?;
+        let scope = Scope::parse(scope).ok_or_else(|| {
+            AppError::invalid("scope", "must be admin, pos, ecommerce or analytics")
+        })?;
+        if label.is_some_and(|l| l.chars().count() > 100) {
+            return Err(AppError::invalid("label", "must be at most 100 characters"));
+        }
+        Ok(self
+            .store
+            .create_key(&p.tenant, scope.as_str(), label, self.now())
+            .await?)
+    }
+
+    pub async fn revoke_key(&self, p: &Principal, id: &str) -> Result<(), AppError> {
+        p.admin("revoking API keys")?;
+        Ok(self.store.revoke_key(&p.tenant, id, self.now()).await?)
+    }
+
+    /// Maturation and expiry, for every tenant, as of the clock's now.
+    pub async fn run_jobs(&self) -> Result<JobReport, AppError> {
+        Ok(self.store.run_jobs(self.now()).await?)
+    }
+
+    pub async fn run_jobs_as(&self, p: &Principal) -> Result<JobReport, AppError> {
+        p.admin("running jobs")?;
+        self.run_jobs().await
+    }
+
+    pub async fn verify(&self, p: &Principal) -> Result<VerifyReport, AppError> {
+        p.admin("verifying the ledger")?;
+        Ok(self.store.verify().await?)
+    }
+}

@@ -1,0 +1,114 @@
+//! Extractors: the caller's key ([`Auth`]), and a write's JSON body with its idempotency key
+//! ([`Write`]). Every rejection is a problem document.
+
+use crate::AppState;
+use crate::problem::Problem;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use fidelis_app::Principal;
+use fidelis_store::IdemKey;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let secret = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| Problem::from(fidelis_app::AppError::Unauthorized))?;
+        Ok(Auth(state.app.authenticate(secret).await?))
+    }
+}
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A write: its parsed JSON body and, when sent, its idempotency key bound to a hash of the
+/// method, path and exact body.
+pub struct Write<T> {
+    pub body: T,
+    pub idem: Option<IdemKey>,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Write<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.starts_with("application/json") {
+            return Err(Problem::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        let key = match req.headers().get("idempotency-key") {
+            None => None,
+            Some(v) => {
+                let k = v
+                    .to_str()
+                    .map_err(|_| Problem::invalid("Idempotency-Key", "must be printable ASCII"))?
+                    .trim();
+                if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN {
+                    return Err(Problem::invalid(
+                        "Idempotency-Key",
+                        format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"),
+                    ));
+                }
+                Some(k.to_string())
+            }
+        };
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    status,
+                    "payload-too-large",
+                    "Payload too large",
+                    format!("the body is over {} bytes", crate::MAX_BODY_BYTES),
+                )
+            } else {
+                Problem::malformed(e.body_text())
+            }
+        })?;
+        let body: T = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => Problem::invalid("body", e.to_string()),
+            _ => Problem::malformed(format!("the body is not valid JSON: {e}")),
+        })?;
+        let idem = key.map(|key| {
+            let mut h = Sha256::new();
+            h.update(method.as_str().as_bytes());
+            h.update(b" ");
+            h.update(path.as_bytes());
+            h.update(b"\n");
+            h.update(&bytes);
+            IdemKey {
+                key,
+                request_hash: hex::encode(h.finalize()),
+            }
+        });
+        Ok(Write { body, idem })
+    }
+}

@@ -1,0 +1,339 @@
+//! The store's operations in domain terms. Writes take `now` (micros) from the caller's clock
+//! and an optional idempotency key; they return `(result, replayed)`.
+
+use crate::error::{Result, StoreError};
+use crate::idem::{self, IdemKey};
+use crate::members::LookupBy;
+use crate::model::*;
+use crate::runtime::Store;
+use crate::verify::VerifyReport;
+use fidelis_core::ProgramSettings;
+use fidelis_core::earn::Award;
+use fidelis_core::event::{Custom, MemberKey, Purchase, Refund};
+
+fn member_partition(key: &MemberKey) -> String {
+    match key {
+        MemberKey::Id(id) => id.clone(),
+        MemberKey::ExternalId(e) => e.clone(),
+    }
+}
+
+impl Store {
+    pub async fn ensure_tenant(
+        &self,
+        id: &str,
+        name: &str,
+        settings: &ProgramSettings,
+        now: i64,
+    ) -> Result<bool> {
+        let (id, name, settings) = (id.to_string(), name.to_string(), settings.clone());
+        self.write("", move |c| {
+            crate::tenancy::ensure_tenant(c, &id, &name, &settings, now)
+        })
+        .await
+    }
+
+    pub async fn tenant_ids(&self) -> Result<Vec<String>> {
+        self.read(crate::tenancy::tenant_ids).await
+    }
+
+    pub async fn create_key(
+        &self,
+        tenant: &str,
+        scope: &str,
+        label: Option<&str>,
+        now: i64,
+    ) -> Result<(ApiKeyRecord, String)> {
+        let (tenant, scope, label) = (
+            tenant.to_string(),
+            scope.to_string(),
+            label.map(str::to_string),
+        );
+        self.write("", move |c| {
+            crate::tenancy::create_key(c, &tenant, &scope, label.as_deref(), now)
+        })
+        .await
+    }
+
+    /// The live key whose secret is `secret`, if any.
+    pub async fn find_key(&self, secret: &str) -> Result<Option<ApiKeyRecord>> {
+        let hash = crate::tenancy::hash_key(secret);
+        self.read(move |c| crate::tenancy::find_key(c, &hash)).await
+    }
+
+    pub async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| crate::tenancy::list_keys(c, &tenant))
+            .await
+    }
+
+    pub async fn revoke_key(&self, tenant: &str, id: &str, now: i64) -> Result<()> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.write("", move |c| {
+            crate::tenancy::revoke_key(c, &tenant, &id, now)
+        })
+        .await
+    }
+
+    pub async fn program(&self, tenant: &str) -> Result<(ProgramSettings, i64)> {
+        let tenant = tenant.to_string();
+        self.read(move |c| crate::tenancy::get_program(c, &tenant))
+            .await
+    }
+
+    pub async fn put_program(
+        &self,
+        tenant: &str,
+        settings: &ProgramSettings,
+        actor: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let (tenant, settings, actor) = (tenant.to_string(), settings.clone(), actor.to_string());
+        self.write("", move |c| {
+            crate::tenancy::put_program(c, &tenant, &settings, &actor, now)
+        })
+        .await
+    }
+
+    pub async fn create_member(
+        &self,
+        tenant: &str,
+        fields: MemberFields,
+        idem: Option<IdemKey>,
+        now: i64,
+    ) -> Result<(Member, bool)> {
+        let tenant = tenant.to_string();
+        let part = fields
+            .external_id
+            .clone()
+            .or_else(|| fields.email.clone())
+            .unwrap_or_default();
+        self.write(&part, move |c| {
+            idem::run(c, &tenant, idem.as_ref(), now, |c| {
+                crate::members::create(c, &tenant, &fields, now)
+            })
+        })
+        .await
+    }
+
+    pub async fn member(&self, tenant: &str, id: &str) -> Result<Member> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.read(move |c| crate::members::get(c, &tenant, &id))
+            .await
+    }
+
+    pub async fn find_member(
+        &self,
+        tenant: &str,
+        by: LookupBy,
+        value: &str,
+    ) -> Result<Option<Member>> {
+        let (tenant, value) = (tenant.to_string(), value.to_string());
+        self.read(move |c| crate::members::find(c, &tenant, by, &value))
+            .await
+    }
+
+    pub async fn patch_member(
+        &self,
+        tenant: &str,
+        id: &str,
+        fields: MemberFields,
+        idem: Option<IdemKey>,
+        now: i64,
+    ) -> Result<(Member, bool)> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let part = id.clone();
+        self.write(&part, move |c| {
+            idem::run(c, &tenant, idem.as_ref(), now, |c| {
+                crate::members::patch(c, &tenant, &id, &fields, now)
+            })
+        })
+        .await
+    }
+
+    pub async fn list_members(
+        &self,
+        tenant: &str,
+        cursor: Option<String>,
+        limit: i64,
+    ) -> Result<Page<Member>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| crate::members::list(c, &tenant, cursor.as_deref(), limit))
+            .await
+    }
+
+    pub async fn purchase(
+        &self,
+        tenant: &str,
+        p: Purchase,
+        awards: Vec<Award>,
+        settings: ProgramSettings,
+        idem: Option<IdemKey>,
+        now: i64,
+    ) -> Result<(PurchaseOutcome, bool)> {
+        let tenant = tenant.to_string();
+        let part = member_partition(&p.member);
+        self.write(&part, move |c| {
+            crate::runtime::with_retry(c, |c| {
+                idem::run(c, &tenant, idem.as_ref(), now, |c| {
+                    crate::events::purchase(c, &tenant, &p, &awards, &settings, now)
+                })
+            })
+        })
+        .await
+    }
+
+    pub async fn refund(
+        &self,
+        tenant: &str,
+        r: Refund,
+        settings: ProgramSettings,
+        idem: Option<IdemKey>,
+        now: i64,
+    ) -> Result<(RefundOutcome, bool)> {
+        let tenant = tenant.to_string();
+        let part = r.order_id.clone();
+        self.write(&part, move |c| {
+            crate::runtime::with_retry(c, |c| {
+                idem::run(c, &tenant, idem.as_ref(), now, |c| {
+                    crate::events::refund(c, &tenant, &r, &settings, now)
+                })
+            })
+        })
+        .await
+    }
+
+    pub async fn custom(
+        &self,
+        tenant: &str,
+        e: Custom,
+        awards: Vec<Award>,
+        settings: ProgramSettings,
+        idem: Option<IdemKey>,
+        now: i64,
+    ) -> Result<(CustomOutcome, bool)> {
+        let tenant = tenant.to_string();
+        let part = member_partition(&e.member);
+        self.write(&part, move |c| {
+            crate::runtime::with_retry(c, |c| {
+                idem::run(c, &tenant, idem.as_ref(), now, |c| {
+                    crate::events::custom(c, &tenant, &e, &awards, &settings, now)
+                })
+            })
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn adjust(
+        &self,
+        tenant: &str,
+        member: &str,
+        points: i64,
+        reason: &str,
+        actor: &str,
+        settings: ProgramSettings,
+        idem: Option<IdemKey>,
+        now: i64,
+    ) -> Result<(AdjustOutcome, bool)> {
+        let (tenant, member, reason, actor) = (
+            tenant.to_string(),
+            member.to_string(),
+            reason.to_string(),
+            actor.to_string(),
+        );
+        let part = member.clone();
+        self.write(&part, move |c| {
+            crate::runtime::with_retry(c, |c| {
+                idem::run(c, &tenant, idem.as_ref(), now, |c| {
+                    crate::ledger::adjust(
+                        c, &tenant, &member, points, &reason, &actor, &settings, now,
+                    )
+                })
+            })
+        })
+        .await
+    }
+
+    pub async fn balance(
+        &self,
+        tenant: &str,
+        member: &str,
+        settings: ProgramSettings,
+    ) -> Result<Balance> {
+        let (tenant, member) = (tenant.to_string(), member.to_string());
+        self.read(move |c| crate::ledger::balance(c, &tenant, &member, &settings))
+            .await
+    }
+
+    pub async fn history(
+        &self,
+        tenant: &str,
+        member: &str,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<Page<LedgerTxn>> {
+        let (tenant, member) = (tenant.to_string(), member.to_string());
+        self.read(move |c| crate::ledger::history(c, &tenant, &member, cursor, limit))
+            .await
+    }
+
+    /// Runs maturation and expiry for every tenant until nothing is due at `now`.
+    pub async fn run_jobs(&self, now: i64) -> Result<JobReport> {
+        let mut report = JobReport {
+            matured_lots: 0,
+            matured_points: 0,
+            expired_lots: 0,
+            expired_points: 0,
+            members_touched: 0,
+        };
+        for tenant in self.tenant_ids().await? {
+            let (settings, _) = self.program(&tenant).await?;
+            // Maturation first, so a lot that matured and expired by `now` is expired too.
+            for kind in ["mature", "expire"] {
+                // Each round handles a bounded number of members; stop when one comes back short
+                // or made no progress (members held by other nodes are left for their run).
+                for _ in 0..10_000 {
+                    let (t, s) = (tenant.clone(), settings.clone());
+                    let (more, part) = self
+                        .write("", move |c| {
+                            let mut r = JobReport {
+                                matured_lots: 0,
+                                matured_points: 0,
+                                expired_lots: 0,
+                                expired_points: 0,
+                                members_touched: 0,
+                            };
+                            let more = if kind == "mature" {
+                                crate::jobs::mature(c, &t, now, &mut r)?
+                            } else {
+                                crate::jobs::expire(c, &t, &s, now, &mut r)?
+                            };
+                            Ok((more, r))
+                        })
+                        .await?;
+                    let progressed = part.members_touched > 0;
+                    report.matured_lots += part.matured_lots;
+                    report.matured_points += part.matured_points;
+                    report.expired_lots += part.expired_lots;
+                    report.expired_points += part.expired_points;
+                    report.members_touched += part.members_touched;
+                    if !more || !progressed {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        self.read(crate::verify::verify).await
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Unprocessable(e.to_string())
+    }
+}

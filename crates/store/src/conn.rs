@@ -1,0 +1,134 @@
+//! The small connection trait the store's SQL runs on. SQL is written once with `$1`-style
+//! parameters and only BIGINT and TEXT columns, so both databases read it the same way; the
+//! few differences (row locks) go through [`Dialect`].
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Row-lock suffix for a SELECT that a write will follow. SQLite has one writer, so it
+    /// needs none; PostgreSQL locks the rows until the transaction ends.
+    pub fn for_update(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+    /// Like [`Dialect::for_update`], but rows another node holds are skipped (job claims).
+    pub fn skip_locked(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+/// A query parameter.
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+}
+
+impl From<i64> for Param<'_> {
+    fn from(v: i64) -> Self {
+        Param::Int(v)
+    }
+}
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(v: &'a str) -> Self {
+        Param::Text(v)
+    }
+}
+impl<'a> From<&'a String> for Param<'a> {
+    fn from(v: &'a String) -> Self {
+        Param::Text(v)
+    }
+}
+impl<'a, T: Into<Param<'a>>> From<Option<T>> for Param<'a> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Param::Null, Into::into)
+    }
+}
+
+/// A value read back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    pub fn int(&self, i: usize) -> i64 {
+        match self.0.get(i) {
+            Some(Value::Int(v)) => *v,
+            Some(Value::Text(t)) => t.parse().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    pub fn opt_int(&self, i: usize) -> Option<i64> {
+        match self.0.get(i) {
+            Some(Value::Int(v)) => Some(*v),
+            _ => None,
+        }
+    }
+    pub fn text(&self, i: usize) -> String {
+        self.opt_text(i).unwrap_or_default()
+    }
+    pub fn opt_text(&self, i: usize) -> Option<String> {
+        match self.0.get(i) {
+            Some(Value::Text(t)) => Some(t.clone()),
+            Some(Value::Int(v)) => Some(v.to_string()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// A unique constraint refused the row.
+    Unique,
+    /// The database asks to retry: deadlock, serialization failure, busy.
+    Retry,
+    /// The connection is gone.
+    Connection,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbError {
+    pub kind: DbErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// One database connection, used by one thread at a time.
+pub trait Conn: Send {
+    fn dialect(&self) -> Dialect;
+    /// Runs one statement; returns the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError>;
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError>;
+    /// Runs statements without parameters (schema, BEGIN, COMMIT, SAVEPOINT).
+    fn batch(&mut self, sql: &str) -> Result<(), DbError>;
+
+    fn query_one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+}

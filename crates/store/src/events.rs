@@ -1,0 +1,352 @@
+//! Purchases, refunds and custom events: each is recorded as an event and posted to the ledger
+//! in the same transaction. An order id is unique per tenant: a resend of an order has one
+//! effect and answers with the first result, marked `duplicate`.
+
+use crate::conn::Conn;
+use crate::error::{Result, StoreError};
+use crate::ledger::{self, Entry, NewLot, Txn, entry, expiry_for, lock_member, ts};
+use crate::model::{CustomOutcome, PurchaseOutcome, RefundOutcome};
+use fidelis_core::earn::Award;
+use fidelis_core::event::{Custom, Line, Purchase, Refund, RefundWhat, price_refund_lines};
+use fidelis_core::ledger::{Account, clawback_target, plan_clawback};
+use fidelis_core::program::ProgramSettings;
+use fidelis_core::time::add_days;
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Unprocessable(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s)
+        .map_err(|e| StoreError::Unprocessable(format!("stored record unreadable: {e}")))
+}
+
+pub(crate) fn purchase(
+    c: &mut dyn Conn,
+    tenant: &str,
+    p: &Purchase,
+    awards: &[Award],
+    settings: &ProgramSettings,
+    now: i64,
+) -> Result<PurchaseOutcome> {
+    let (member, enrolled) =
+        crate::members::resolve(c, tenant, &p.member, settings.auto_enroll, now)?;
+    // Claim the order id first: a concurrent resend waits on this row, then sees it.
+    let lines_json = to_json(&p.lines)?;
+    let claimed = c.execute(
+        "INSERT INTO orders (tenant_id, order_id, member_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines) VALUES ($1, $2, $3, $4, $5, 0, 0, 0, '[]') ON CONFLICT DO NOTHING",
+        &[tenant.into(), (&p.order_id).into(), member.as_str().into(), p.total.minor.into(), lines_json.as_str().into()],
+    )?;
+    if claimed == 0 {
+        let row = c
+            .query_one(
+                "SELECT result FROM orders WHERE tenant_id = $1 AND order_id = $2",
+                &[tenant.into(), (&p.order_id).into()],
+            )?
+            .ok_or_else(|| StoreError::Busy("order vanished; retry".into()))?;
+        let mut first: PurchaseOutcome = from_json(&row.text(0))?;
+        first.duplicate = true;
+        return Ok(first);
+    }
+    let state = lock_member(c, tenant, &member)?
+        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    let occurred = p.occurred_at.timestamp_micros();
+    let payload =
+        serde_json::json!({ "lines": p.lines, "total": p.total.to_decimal() }).to_string();
+    let event_row = c
+        .query_one(
+            "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload) VALUES ($1, $2, 'purchase', 'purchase', $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            &[tenant.into(), member.as_str().into(), (&p.order_id).into(), occurred.into(), now.into(), p.channel.as_str().into(), p.store_id.as_ref().into(), p.total.minor.into(), p.total.currency.code().into(), payload.as_str().into()],
+        )?
+        .ok_or_else(|| StoreError::Busy("no event id".into()))?;
+    let event_id = event_row.int(0);
+    let points: i64 = awards.iter().map(|a| a.points).sum::<i64>().max(0);
+    let matures = add_days(p.occurred_at, settings.pending_days).timestamp_micros();
+    let pending = settings.pending_days > 0 && matures > now;
+    let expires_at = expiry_for(settings, occurred);
+    let mut debt_repaid = 0;
+    if points > 0 {
+        let reason = format!("purchase {}", p.order_id);
+        let t = Txn {
+            tenant,
+            member: &member,
+            kind: "earn",
+            reason: &reason,
+            event_id: Some(event_id),
+            order_id: Some(&p.order_id),
+            actor: None,
+            now,
+        };
+        let txn_id = ledger::insert_txn(c, &t)?;
+        let lot = NewLot {
+            order_id: Some(&p.order_id),
+            pending,
+            amount: points,
+            remaining: points,
+            earned_at: occurred,
+            matures_at: Some(matures),
+            expires_at,
+        };
+        if pending {
+            let lot_id = ledger::insert_lot(c, &t, txn_id, &lot)?;
+            ledger::write_entries(
+                c,
+                &t,
+                txn_id,
+                &[
+                    entry(Account::Pending, Some(lot_id), points),
+                    entry(Account::Issued, None, -points),
+                ],
+            )?;
+        } else {
+            debt_repaid =
+                ledger::credit_available(c, &t, txn_id, state, points, Account::Issued, lot)?;
+        }
+    }
+    c.execute(
+        "UPDATE members SET lifetime_earned = lifetime_earned + $3, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $4 WHERE tenant_id = $1 AND id = $2",
+        &[tenant.into(), member.as_str().into(), points.into(), p.total.minor.into()],
+    )?;
+    ledger::touch_activity(c, tenant, &member, occurred, now)?;
+    let after = lock_member(c, tenant, &member)?.unwrap_or(state);
+    let outcome = PurchaseOutcome {
+        event_id,
+        member_id: member.clone(),
+        order_id: p.order_id.clone(),
+        points,
+        status: if pending { "pending" } else { "available" }.into(),
+        matures_at: pending.then(|| ts(matures)),
+        expires_at: expires_at.filter(|_| points > 0).map(ts),
+        breakdown: awards.to_vec(),
+        debt_repaid,
+        enrolled,
+        duplicate: false,
+        balance: after.now(),
+    };
+    c.execute(
+        "UPDATE orders SET event_id = $3, awarded = $4, result = $5 WHERE tenant_id = $1 AND order_id = $2",
+        &[tenant.into(), (&p.order_id).into(), event_id.into(), points.into(), to_json(&outcome)?.as_str().into()],
+    )?;
+    Ok(outcome)
+}
+
+pub(crate) fn refund(
+    c: &mut dyn Conn,
+    tenant: &str,
+    r: &Refund,
+    settings: &ProgramSettings,
+    now: i64,
+) -> Result<RefundOutcome> {
+    if let Some(refund_id) = &r.refund_id {
+        let claimed = c.execute(
+            "INSERT INTO refunds (tenant_id, refund_id, order_id, result) VALUES ($1, $2, $3, NULL) ON CONFLICT DO NOTHING",
+            &[tenant.into(), refund_id.into(), (&r.order_id).into()],
+        )?;
+        if claimed == 0 {
+            let row = c
+                .query_one(
+                    "SELECT result, order_id FROM refunds WHERE tenant_id = $1 AND refund_id = $2",
+                    &[tenant.into(), refund_id.into()],
+                )?
+                .ok_or_else(|| StoreError::Busy("refund vanished; retry".into()))?;
+            if row.text(1) != r.order_id {
+                return Err(StoreError::Conflict(format!(
+                    "refund_id `{refund_id}` was already used for order `{}`",
+                    row.text(1)
+                )));
+            }
+            let mut first: RefundOutcome = from_json(&row.text(0))?;
+            first.duplicate = true;
+            return Ok(first);
+        }
+    }
+    let order = c
+        .query_one(
+            &format!("SELECT member_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines FROM orders WHERE tenant_id = $1 AND order_id = $2 AND result IS NOT NULL{}", c.dialect().for_update()),
+            &[tenant.into(), (&r.order_id).into()],
+        )?
+        .ok_or_else(|| StoreError::NotFound(format!("order `{}`", r.order_id)))?;
+    let member = order.text(0);
+    let (total, awarded, refunded_before, clawed_before) =
+        (order.int(1), order.int(3), order.int(4), order.int(5));
+    let lines: Vec<Line> = from_json(&order.text(2))?;
+    let mut refunded_lines: Vec<(String, i64)> = from_json(&order.text(6))?;
+    let amount = match &r.what {
+        RefundWhat::Amount(a) => *a,
+        RefundWhat::Lines(wanted) => {
+            let at_list = price_refund_lines(&lines, wanted, &refunded_lines)
+                .map_err(|e| StoreError::Unprocessable(e.to_string()))?;
+            refunded_lines.extend(wanted.iter().cloned());
+            // A discounted order refunds its lines at the price actually paid.
+            let list_total: i64 = lines
+                .iter()
+                .map(|l| l.unit_price_minor.saturating_mul(l.quantity))
+                .sum();
+            if list_total > 0 && list_total != total {
+                i64::try_from(i128::from(at_list) * i128::from(total) / i128::from(list_total))
+                    .unwrap_or(at_list)
+            } else {
+                at_list
+            }
+        }
+    };
+    if refunded_before + amount > total {
+        return Err(StoreError::Unprocessable(format!(
+            "refund of {amount} (minor units) exceeds what is left of order `{}`: {} of {} already refunded",
+            r.order_id, refunded_before, total
+        )));
+    }
+    let state = lock_member(c, tenant, &member)?
+        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    let occurred = r.occurred_at.timestamp_micros();
+    let payload =
+        serde_json::json!({ "refund_id": r.refund_id, "amount_minor": amount }).to_string();
+    let event_id = c
+        .query_one(
+            "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, amount_minor, currency, payload) VALUES ($1, $2, 'refund', 'refund', $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[tenant.into(), member.as_str().into(), (&r.order_id).into(), occurred.into(), now.into(), amount.into(), settings.currency.code().into(), payload.as_str().into()],
+        )?
+        .map(|row| row.int(0))
+        .ok_or_else(|| StoreError::Busy("no event id".into()))?;
+    let target = clawback_target(awarded, total, refunded_before + amount);
+    let claw = (target - clawed_before).max(0);
+    let lots = ledger::open_lots(c, tenant, &member)?;
+    let own: Vec<_> = lots
+        .iter()
+        .filter(|l| l.state == "pending" && l.order_id.as_deref() == Some(r.order_id.as_str()))
+        .map(|l| l.view())
+        .collect();
+    let other: Vec<_> = lots
+        .iter()
+        .filter(|l| l.state == "pending" && l.order_id.as_deref() != Some(r.order_id.as_str()))
+        .map(|l| l.view())
+        .collect();
+    let available: Vec<_> = lots
+        .iter()
+        .filter(|l| l.state == "available")
+        .map(|l| l.view())
+        .collect();
+    let plan = plan_clawback(claw, &own, &other, &available, settings.refund_policy);
+    let taken = plan.pending_total() + plan.available_total();
+    if taken > 0 {
+        let reason = format!("refund of order {}", r.order_id);
+        let t = Txn {
+            tenant,
+            member: &member,
+            kind: "clawback",
+            reason: &reason,
+            event_id: Some(event_id),
+            order_id: Some(&r.order_id),
+            actor: None,
+            now,
+        };
+        let txn_id = ledger::insert_txn(c, &t)?;
+        let mut entries: Vec<Entry> = Vec::new();
+        for (lot, n) in &plan.from_pending {
+            ledger::take_lot(c, *lot, *n, "clawed_back")?;
+            entries.push(entry(Account::Pending, Some(*lot), -n));
+        }
+        for (lot, n) in &plan.from_available {
+            ledger::take_lot(c, *lot, *n, "clawed_back")?;
+            entries.push(entry(Account::Available, Some(*lot), -n));
+        }
+        if plan.into_debt > 0 {
+            entries.push(entry(Account::Available, None, -plan.into_debt));
+        }
+        entries.push(entry(Account::Issued, None, taken));
+        ledger::write_entries(c, &t, txn_id, &entries)?;
+    }
+    c.execute(
+        "UPDATE orders SET refunded_minor = refunded_minor + $3, clawed_back = $4, refunded_lines = $5 WHERE tenant_id = $1 AND order_id = $2",
+        &[tenant.into(), (&r.order_id).into(), amount.into(), target.into(), to_json(&refunded_lines)?.as_str().into()],
+    )?;
+    c.execute(
+        "UPDATE members SET lifetime_earned = lifetime_earned - $3, lifetime_spend_minor = lifetime_spend_minor - $4 WHERE tenant_id = $1 AND id = $2",
+        &[tenant.into(), member.as_str().into(), taken.into(), amount.into()],
+    )?;
+    ledger::touch_activity(c, tenant, &member, occurred, now)?;
+    let after = lock_member(c, tenant, &member)?.unwrap_or(state);
+    let outcome = RefundOutcome {
+        event_id,
+        member_id: member,
+        order_id: r.order_id.clone(),
+        refund_id: r.refund_id.clone(),
+        refunded_minor: amount,
+        order_refunded_minor: refunded_before + amount,
+        points_clawed_back: taken,
+        from_pending: plan.pending_total(),
+        from_available: plan.available_total(),
+        forgiven: plan.forgiven,
+        duplicate: false,
+        balance: after.now(),
+    };
+    if let Some(refund_id) = &r.refund_id {
+        c.execute(
+            "UPDATE refunds SET result = $3 WHERE tenant_id = $1 AND refund_id = $2",
+            &[
+                tenant.into(),
+                refund_id.into(),
+                to_json(&outcome)?.as_str().into(),
+            ],
+        )?;
+    }
+    Ok(outcome)
+}
+
+pub(crate) fn custom(
+    c: &mut dyn Conn,
+    tenant: &str,
+    e: &Custom,
+    awards: &[Award],
+    settings: &ProgramSettings,
+    now: i64,
+) -> Result<CustomOutcome> {
+    let (member, _) = crate::members::resolve(c, tenant, &e.member, settings.auto_enroll, now)?;
+    let state = lock_member(c, tenant, &member)?
+        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    let occurred = e.occurred_at.timestamp_micros();
+    let payload = to_json(&e.properties)?;
+    let event_id = c
+        .query_one(
+            "INSERT INTO events (tenant_id, member_id, kind, type, occurred_at, recorded_at, payload) VALUES ($1, $2, 'custom', $3, $4, $5, $6) RETURNING id",
+            &[tenant.into(), member.as_str().into(), e.kind.as_str().into(), occurred.into(), now.into(), payload.as_str().into()],
+        )?
+        .map(|row| row.int(0))
+        .ok_or_else(|| StoreError::Busy("no event id".into()))?;
+    let points: i64 = awards.iter().map(|a| a.points).sum::<i64>().max(0);
+    if points > 0 {
+        let reason = format!("event {}", e.kind);
+        let t = Txn {
+            tenant,
+            member: &member,
+            kind: "earn",
+            reason: &reason,
+            event_id: Some(event_id),
+            order_id: None,
+            actor: None,
+            now,
+        };
+        let txn_id = ledger::insert_txn(c, &t)?;
+        let lot = NewLot {
+            order_id: None,
+            pending: false,
+            amount: points,
+            remaining: points,
+            earned_at: occurred,
+            matures_at: None,
+            expires_at: expiry_for(settings, occurred),
+        };
+        ledger::credit_available(c, &t, txn_id, state, points, Account::Issued, lot)?;
+        c.execute("UPDATE members SET lifetime_earned = lifetime_earned + $3 WHERE tenant_id = $1 AND id = $2", &[tenant.into(), member.as_str().into(), points.into()])?;
+    }
+    ledger::touch_activity(c, tenant, &member, occurred, now)?;
+    let after = lock_member(c, tenant, &member)?.unwrap_or(state);
+    Ok(CustomOutcome {
+        event_id,
+        member_id: member,
+        kind: e.kind.clone(),
+        points,
+        breakdown: awards.to_vec(),
+        balance: after.now(),
+    })
+}

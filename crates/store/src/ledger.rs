@@ -1,0 +1,445 @@
+//! Postings: journal transactions whose entries sum to zero, lots, and the cached balances on
+//! the member row, all changed in one database transaction. Also adjustments, balances and a
+//! member's history. Callers hold the member's row lock (see [`lock_member`]) before posting.
+
+use crate::conn::{Conn, Row};
+use crate::error::{Result, StoreError};
+use crate::model::{AdjustOutcome, Balance, BalanceNow, EntryView, Expiring, LedgerTxn, Page};
+use fidelis_core::ledger::{Account, LotView, repay_debt, take_from_lots};
+use fidelis_core::program::{ExpiryPolicy, ProgramSettings};
+use fidelis_core::time::{add_months, format, from_micros};
+
+pub(crate) fn ts(us: i64) -> String {
+    format(from_micros(us))
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemberState {
+    pub available: i64,
+    pub pending: i64,
+}
+
+impl MemberState {
+    pub fn now(&self) -> BalanceNow {
+        BalanceNow {
+            available: self.available,
+            pending: self.pending,
+        }
+    }
+}
+
+/// Reads a member's balances and locks the row until the transaction ends (PostgreSQL).
+pub(crate) fn lock_member(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+) -> Result<Option<MemberState>> {
+    let sql = format!(
+        "SELECT available, pending FROM members WHERE tenant_id = $1 AND id = $2{}",
+        c.dialect().for_update()
+    );
+    Ok(c.query_one(&sql, &[tenant.into(), member.into()])?
+        .map(|r| MemberState {
+            available: r.int(0),
+            pending: r.int(1),
+        }))
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LotRow {
+    pub id: i64,
+    pub state: String,
+    pub remaining: i64,
+    pub expires_at: Option<i64>,
+    pub order_id: Option<String>,
+}
+
+impl LotRow {
+    pub fn view(&self) -> LotView {
+        LotView {
+            id: self.id,
+            remaining: self.remaining,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+pub(crate) fn open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<Vec<LotRow>> {
+    let rows = c.query(
+        "SELECT id, state, remaining, expires_at, order_id FROM lots WHERE tenant_id = $1 AND member_id = $2 AND remaining > 0",
+        &[tenant.into(), member.into()],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| LotRow {
+            id: r.int(0),
+            state: r.text(1),
+            remaining: r.int(2),
+            expires_at: r.opt_int(3),
+            order_id: r.opt_text(4),
+        })
+        .collect())
+}
+
+/// The header of a journal transaction.
+pub(crate) struct Txn<'a> {
+    pub tenant: &'a str,
+    pub member: &'a str,
+    pub kind: &'a str,
+    pub reason: &'a str,
+    pub event_id: Option<i64>,
+    pub order_id: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub now: i64,
+}
+
+pub(crate) struct Entry {
+    pub account: Account,
+    pub lot_id: Option<i64>,
+    pub amount: i64,
+}
+
+pub(crate) fn entry(account: Account, lot_id: Option<i64>, amount: i64) -> Entry {
+    Entry {
+        account,
+        lot_id,
+        amount,
+    }
+}
+
+pub(crate) fn insert_txn(c: &mut dyn Conn, t: &Txn<'_>) -> Result<i64> {
+    let row = c
+        .query_one(
+            "INSERT INTO txns (tenant_id, member_id, kind, reason, event_id, order_id, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[t.tenant.into(), t.member.into(), t.kind.into(), t.reason.into(), t.event_id.into(), t.order_id.into(), t.actor.into(), t.now.into()],
+        )?
+        .ok_or_else(|| StoreError::Busy("no id returned for a transaction".into()))?;
+    Ok(row.int(0))
+}
+
+/// Writes the entries of transaction `txn_id`, refusing any set that does not sum to zero, and
+/// moves the member's cached balances by the member accounts' totals.
+pub(crate) fn write_entries(
+    c: &mut dyn Conn,
+    t: &Txn<'_>,
+    txn_id: i64,
+    entries: &[Entry],
+) -> Result<()> {
+    let sum: i64 = entries.iter().map(|e| e.amount).sum();
+    if sum != 0 {
+        return Err(StoreError::Unprocessable(format!(
+            "internal: transaction {txn_id} does not balance ({sum})"
+        )));
+    }
+    let (mut d_avail, mut d_pending) = (0i64, 0i64);
+    for e in entries.iter().filter(|e| e.amount != 0) {
+        c.execute(
+            "INSERT INTO entries (tenant_id, txn_id, member_id, account, lot_id, amount) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[t.tenant.into(), txn_id.into(), t.member.into(), e.account.as_str().into(), e.lot_id.into(), e.amount.into()],
+        )?;
+        match e.account {
+            Account::Available => d_avail += e.amount,
+            Account::Pending => d_pending += e.amount,
+            _ => {}
+        }
+    }
+    if d_avail != 0 || d_pending != 0 {
+        c.execute(
+            "UPDATE members SET available = available + $3, pending = pending + $4 WHERE tenant_id = $1 AND id = $2",
+            &[t.tenant.into(), t.member.into(), d_avail.into(), d_pending.into()],
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) struct NewLot<'a> {
+    pub order_id: Option<&'a str>,
+    pub pending: bool,
+    pub amount: i64,
+    pub remaining: i64,
+    pub earned_at: i64,
+    pub matures_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+pub(crate) fn insert_lot(
+    c: &mut dyn Conn,
+    t: &Txn<'_>,
+    txn_id: i64,
+    lot: &NewLot<'_>,
+) -> Result<i64> {
+    let state = if lot.remaining == 0 {
+        "spent"
+    } else if lot.pending {
+        "pending"
+    } else {
+        "available"
+    };
+    let row = c
+        .query_one(
+            "INSERT INTO lots (tenant_id, member_id, txn_id, order_id, state, amount, remaining, earned_at, matures_at, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            &[t.tenant.into(), t.member.into(), txn_id.into(), lot.order_id.into(), state.into(), lot.amount.into(), lot.remaining.into(), lot.earned_at.into(), lot.matures_at.into(), lot.expires_at.into(), t.now.into()],
+        )?
+        .ok_or_else(|| StoreError::Busy("no id returned for a lot".into()))?;
+    Ok(row.int(0))
+}
+
+/// Takes `n` points out of a lot; a lot left empty is marked spent (or `final_state`).
+pub(crate) fn take_lot(c: &mut dyn Conn, lot_id: i64, n: i64, empty_state: &str) -> Result<()> {
+    c.execute(
+        "UPDATE lots SET remaining = remaining - $2, state = CASE WHEN remaining - $2 = 0 THEN $3 ELSE state END WHERE id = $1",
+        &[lot_id.into(), n.into(), empty_state.into()],
+    )?;
+    Ok(())
+}
+
+/// When a credit earned at `earned_at` expires under the programme's policy.
+pub(crate) fn expiry_for(settings: &ProgramSettings, earned_at: i64) -> Option<i64> {
+    match settings.expiry {
+        ExpiryPolicy::AfterEarning { months } => {
+            Some(add_months(from_micros(earned_at), months).timestamp_micros())
+        }
+        ExpiryPolicy::None | ExpiryPolicy::Inactivity { .. } => None,
+    }
+}
+
+/// Credits `points` to `available` in transaction `txn_id` against `counter`: repays a debt
+/// first, keeps the rest as a lot. Returns the points that repaid a debt.
+pub(crate) fn credit_available(
+    c: &mut dyn Conn,
+    t: &Txn<'_>,
+    txn_id: i64,
+    member: MemberState,
+    points: i64,
+    counter: Account,
+    lot: NewLot<'_>,
+) -> Result<i64> {
+    let (repaid, keep) = repay_debt(points, member.available);
+    let lot_id = insert_lot(
+        c,
+        t,
+        txn_id,
+        &NewLot {
+            remaining: keep,
+            pending: false,
+            ..lot
+        },
+    )?;
+    write_entries(
+        c,
+        t,
+        txn_id,
+        &[
+            entry(Account::Available, Some(lot_id), points),
+            entry(counter, None, -points),
+        ],
+    )?;
+    Ok(repaid)
+}
+
+/// Debits `points` from available lots (earliest expiry first) into `counter`. Fails, changing
+/// nothing, when the lots hold less.
+pub(crate) fn debit_available(
+    c: &mut dyn Conn,
+    t: &Txn<'_>,
+    txn_id: i64,
+    points: i64,
+    counter: Account,
+    empty_state: &str,
+) -> Result<()> {
+    let lots: Vec<LotView> = open_lots(c, t.tenant, t.member)?
+        .iter()
+        .filter(|l| l.state == "available")
+        .map(LotRow::view)
+        .collect();
+    let (takes, taken) = take_from_lots(&lots, points);
+    if taken < points {
+        return Err(StoreError::Conflict(format!(
+            "not enough available points: {taken} available, {points} needed"
+        )));
+    }
+    let mut entries = Vec::with_capacity(takes.len() + 1);
+    for (lot_id, n) in &takes {
+        take_lot(c, *lot_id, *n, empty_state)?;
+        entries.push(entry(Account::Available, Some(*lot_id), -n));
+    }
+    entries.push(entry(counter, None, points));
+    write_entries(c, t, txn_id, &entries)
+}
+
+pub(crate) fn touch_activity(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    at: i64,
+    now: i64,
+) -> Result<()> {
+    c.execute(
+        "UPDATE members SET last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $3 THEN $3 ELSE last_activity_at END, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
+        &[tenant.into(), member.into(), at.into(), now.into()],
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn adjust(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    points: i64,
+    reason: &str,
+    actor: &str,
+    settings: &ProgramSettings,
+    now: i64,
+) -> Result<AdjustOutcome> {
+    let state = lock_member(c, tenant, member)?
+        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    let t = Txn {
+        tenant,
+        member,
+        kind: "adjust",
+        reason,
+        event_id: None,
+        order_id: None,
+        actor: Some(actor),
+        now,
+    };
+    let txn_id = insert_txn(c, &t)?;
+    if points > 0 {
+        let lot = NewLot {
+            order_id: None,
+            pending: false,
+            amount: points,
+            remaining: points,
+            earned_at: now,
+            matures_at: None,
+            expires_at: expiry_for(settings, now),
+        };
+        credit_available(c, &t, txn_id, state, points, Account::Adjusted, lot)?;
+        c.execute("UPDATE members SET lifetime_earned = lifetime_earned + $3 WHERE tenant_id = $1 AND id = $2", &[tenant.into(), member.into(), points.into()])?;
+    } else {
+        debit_available(c, &t, txn_id, -points, Account::Adjusted, "spent")?;
+    }
+    touch_activity(c, tenant, member, now, now)?;
+    let detail =
+        serde_json::json!({ "points": points, "reason": reason, "txn_id": txn_id }).to_string();
+    c.execute(
+        "INSERT INTO audit_log (tenant_id, actor, action, subject, detail, created_at) VALUES ($1, $2, 'points.adjust', $3, $4, $5)",
+        &[tenant.into(), actor.into(), member.into(), detail.as_str().into(), now.into()],
+    )?;
+    let after = lock_member(c, tenant, member)?.unwrap_or(state);
+    Ok(AdjustOutcome {
+        txn_id,
+        member_id: member.to_string(),
+        points,
+        reason: reason.to_string(),
+        balance: after.now(),
+    })
+}
+
+/// Soonest expiries listed in a balance.
+const EXPIRING_SHOWN: i64 = 12;
+
+pub(crate) fn balance(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    settings: &ProgramSettings,
+) -> Result<Balance> {
+    let row = c
+        .query_one("SELECT available, pending, lifetime_earned, last_activity_at FROM members WHERE tenant_id = $1 AND id = $2", &[tenant.into(), member.into()])?
+        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    let (available, pending, lifetime_earned) = (row.int(0), row.int(1), row.int(2));
+    let expiring = match settings.expiry {
+        ExpiryPolicy::None => vec![],
+        ExpiryPolicy::Inactivity { months } => match row.opt_int(3) {
+            Some(last) if available > 0 => vec![Expiring { points: available, expires_at: ts(add_months(from_micros(last), months).timestamp_micros()) }],
+            _ => vec![],
+        },
+        ExpiryPolicy::AfterEarning { .. } => c
+            .query(
+                "SELECT expires_at, CAST(SUM(remaining) AS BIGINT) FROM lots WHERE tenant_id = $1 AND member_id = $2 AND remaining > 0 AND state = 'available' AND expires_at IS NOT NULL GROUP BY expires_at ORDER BY expires_at LIMIT $3",
+                &[tenant.into(), member.into(), EXPIRING_SHOWN.into()],
+            )?
+            .iter()
+            .map(|r| Expiring { points: r.int(1), expires_at: ts(r.int(0)) })
+            .collect(),
+    };
+    Ok(Balance {
+        available,
+        pending,
+        lifetime_earned,
+        expiring,
+    })
+}
+
+pub const MAX_PAGE: i64 = 200;
+
+/// A member's journal transactions, newest first; `cursor` is the last id of the previous page.
+pub(crate) fn history(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    cursor: Option<i64>,
+    limit: i64,
+) -> Result<Page<LedgerTxn>> {
+    if c.query_one(
+        "SELECT 1 FROM members WHERE tenant_id = $1 AND id = $2",
+        &[tenant.into(), member.into()],
+    )?
+    .is_none()
+    {
+        return Err(StoreError::NotFound(format!("member `{member}`")));
+    }
+    let limit = limit.clamp(1, MAX_PAGE);
+    let rows = c.query(
+        "SELECT id, kind, reason, event_id, order_id, actor, created_at FROM txns WHERE tenant_id = $1 AND member_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4",
+        &[tenant.into(), member.into(), cursor.unwrap_or(i64::MAX).into(), (limit + 1).into()],
+    )?;
+    let more = rows.len() as i64 > limit;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in rows.iter().take(limit as usize) {
+        items.push(txn_view(c, r)?);
+    }
+    let next_cursor = if more {
+        items.last().map(|t| t.id.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+fn txn_view(c: &mut dyn Conn, r: &Row) -> Result<LedgerTxn> {
+    let id = r.int(0);
+    let entries: Vec<EntryView> = c
+        .query(
+            "SELECT account, amount, lot_id FROM entries WHERE txn_id = $1 ORDER BY id",
+            &[id.into()],
+        )?
+        .iter()
+        .map(|e| EntryView {
+            account: e.text(0),
+            points: e.int(1),
+            lot_id: e.opt_int(2),
+        })
+        .collect();
+    let sum = |a: &str| {
+        entries
+            .iter()
+            .filter(|e| e.account == a)
+            .map(|e| e.points)
+            .sum()
+    };
+    Ok(LedgerTxn {
+        id,
+        kind: r.text(1),
+        reason: r.text(2),
+        event_id: r.opt_int(3),
+        order_id: r.opt_text(4),
+        actor: r.opt_text(5),
+        created_at: ts(r.int(6)),
+        available_delta: sum("available"),
+        pending_delta: sum("pending"),
+        entries,
+    })
+}

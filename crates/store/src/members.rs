@@ -1,0 +1,218 @@
+//! Members: enrolment, look-up by id, external id, e-mail or phone, changes, and the
+//! cursor-paginated list. Balances live on the member row but change only through postings.
+
+use crate::conn::{Conn, DbErrorKind, Row};
+use crate::error::{Result, StoreError};
+use crate::ledger::ts;
+use crate::model::{Consent, Member, MemberFields, Page};
+use crate::tenancy::unique_to_conflict;
+use fidelis_core::event::MemberKey;
+
+const COLUMNS: &str = "id, external_id, email, phone, name, birth_date, attributes, consents, order_count, lifetime_spend_minor, created_at, updated_at, last_activity_at";
+
+fn member(r: &Row) -> Member {
+    let attributes = serde_json::from_str(&r.text(6)).unwrap_or_default();
+    let consents: Vec<Consent> = serde_json::from_str(&r.text(7)).unwrap_or_default();
+    Member {
+        id: r.text(0),
+        external_id: r.opt_text(1),
+        email: r.opt_text(2),
+        phone: r.opt_text(3),
+        name: r.opt_text(4),
+        birth_date: r.opt_text(5),
+        attributes,
+        consents,
+        order_count: r.int(8),
+        lifetime_spend_minor: r.int(9),
+        created_at: ts(r.int(10)),
+        updated_at: ts(r.int(11)),
+        last_activity_at: r.opt_int(12).map(ts),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Unprocessable(e.to_string()))
+}
+
+fn classify(e: crate::conn::DbError, f: &MemberFields) -> StoreError {
+    if e.kind != DbErrorKind::Unique {
+        return e.into();
+    }
+    let what = if e.message.contains("email") || f.external_id.is_none() {
+        "this email"
+    } else if e.message.contains("external") || f.email.is_none() {
+        "this external_id"
+    } else {
+        "this external_id or email"
+    };
+    unique_to_conflict(e, what)
+}
+
+pub(crate) fn create(c: &mut dyn Conn, tenant: &str, f: &MemberFields, now: i64) -> Result<Member> {
+    let id = crate::random_id("mem_", 20);
+    let attributes = json(&f.attributes.clone().unwrap_or_default())?;
+    let consents = json(&f.consents.clone().unwrap_or_default())?;
+    c.execute(
+        "INSERT INTO members (tenant_id, id, external_id, email, phone, name, birth_date, attributes, consents, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        &[
+            tenant.into(), id.as_str().into(), f.external_id.as_ref().into(), f.email.as_ref().into(), f.phone.as_ref().into(),
+            f.name.as_ref().into(), f.birth_date.as_ref().into(), attributes.as_str().into(), consents.as_str().into(), now.into(),
+        ],
+    )
+    .map_err(|e| classify(e, f))?;
+    get(c, tenant, &id)
+}
+
+pub(crate) fn get(c: &mut dyn Conn, tenant: &str, id: &str) -> Result<Member> {
+    c.query_one(
+        &format!("SELECT {COLUMNS} FROM members WHERE tenant_id = $1 AND id = $2"),
+        &[tenant.into(), id.into()],
+    )?
+    .map(|r| member(&r))
+    .ok_or_else(|| StoreError::NotFound(format!("member `{id}`")))
+}
+
+/// Which identifier a look-up uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupBy {
+    ExternalId,
+    Email,
+    Phone,
+}
+
+pub(crate) fn find(
+    c: &mut dyn Conn,
+    tenant: &str,
+    by: LookupBy,
+    value: &str,
+) -> Result<Option<Member>> {
+    let column = match by {
+        LookupBy::ExternalId => "external_id",
+        LookupBy::Email => "email",
+        LookupBy::Phone => "phone",
+    };
+    Ok(c.query_one(&format!("SELECT {COLUMNS} FROM members WHERE tenant_id = $1 AND {column} = $2 ORDER BY id LIMIT 1"), &[tenant.into(), value.into()])?
+        .map(|r| member(&r)))
+}
+
+pub(crate) fn patch(
+    c: &mut dyn Conn,
+    tenant: &str,
+    id: &str,
+    f: &MemberFields,
+    now: i64,
+) -> Result<Member> {
+    let current = get(c, tenant, id)?;
+    let attributes = match &f.attributes {
+        // Attributes merge key by key; a null value removes the key.
+        Some(changes) => {
+            let mut merged = current.attributes.clone();
+            for (k, v) in changes {
+                if v.is_null() {
+                    merged.remove(k);
+                } else {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+            merged
+        }
+        None => current.attributes.clone(),
+    };
+    let consents = match &f.consents {
+        // A new answer for a purpose replaces the old one; other purposes stay.
+        Some(new) => {
+            let mut all: Vec<Consent> = current
+                .consents
+                .iter()
+                .filter(|old| !new.iter().any(|n| n.purpose == old.purpose))
+                .cloned()
+                .collect();
+            all.extend(new.iter().cloned());
+            all
+        }
+        None => current.consents.clone(),
+    };
+    let pick = |new: &Option<String>, old: &Option<String>| new.clone().or_else(|| old.clone());
+    let (external_id, email, phone, name, birth_date) = (
+        pick(&f.external_id, &current.external_id),
+        pick(&f.email, &current.email),
+        pick(&f.phone, &current.phone),
+        pick(&f.name, &current.name),
+        pick(&f.birth_date, &current.birth_date),
+    );
+    c.execute(
+        "UPDATE members SET external_id = $3, email = $4, phone = $5, name = $6, birth_date = $7, attributes = $8, consents = $9, updated_at = $10 WHERE tenant_id = $1 AND id = $2",
+        &[
+            tenant.into(), id.into(), external_id.as_ref().into(), email.as_ref().into(), phone.as_ref().into(), name.as_ref().into(),
+            birth_date.as_ref().into(), json(&attributes)?.as_str().into(), json(&consents)?.as_str().into(), now.into(),
+        ],
+    )
+    .map_err(|e| classify(e, f))?;
+    get(c, tenant, id)
+}
+
+pub(crate) fn list(
+    c: &mut dyn Conn,
+    tenant: &str,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<Page<Member>> {
+    let limit = limit.clamp(1, crate::ledger::MAX_PAGE);
+    let rows = c.query(
+        &format!(
+            "SELECT {COLUMNS} FROM members WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ),
+        &[
+            tenant.into(),
+            cursor.unwrap_or("").into(),
+            (limit + 1).into(),
+        ],
+    )?;
+    let more = rows.len() as i64 > limit;
+    let items: Vec<Member> = rows.iter().take(limit as usize).map(member).collect();
+    let next_cursor = if more {
+        items.last().map(|m| m.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// The member an event names; enrols an unknown external id when `auto_enroll` is on.
+/// Returns the member id and whether it was enrolled now.
+pub(crate) fn resolve(
+    c: &mut dyn Conn,
+    tenant: &str,
+    key: &MemberKey,
+    auto_enroll: bool,
+    now: i64,
+) -> Result<(String, bool)> {
+    match key {
+        MemberKey::Id(id) => match c.query_one(
+            "SELECT id FROM members WHERE tenant_id = $1 AND id = $2",
+            &[tenant.into(), id.into()],
+        )? {
+            Some(_) => Ok((id.clone(), false)),
+            None => Err(StoreError::NotFound(format!("member `{id}`"))),
+        },
+        MemberKey::ExternalId(ext) => {
+            if let Some(r) = c.query_one(
+                "SELECT id FROM members WHERE tenant_id = $1 AND external_id = $2",
+                &[tenant.into(), ext.into()],
+            )? {
+                return Ok((r.text(0), false));
+            }
+            if !auto_enroll {
+                return Err(StoreError::NotFound(format!(
+                    "member with external_id `{ext}` (enrol them first, or turn on auto_enroll)"
+                )));
+            }
+            let fields = MemberFields {
+                external_id: Some(ext.clone()),
+                ..Default::default()
+            };
+            let m = create(c, tenant, &fields, now)?;
+            Ok((m.id, true))
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The ledger's invariants, checked on a live database: every journal transaction sums to zero,
+//! cached balances equal their entries, and open lots equal the balances they back.
+
+use crate::conn::Conn;
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// Problems listed in a report at most (the counts are always complete).
+const SAMPLES: i64 = 20;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub transactions: i64,
+    pub entries: i64,
+    pub members: i64,
+    pub lots: i64,
+    pub unbalanced_transactions: Vec<i64>,
+    pub balance_mismatches: Vec<String>,
+    pub lot_mismatches: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.unbalanced_transactions.is_empty()
+            && self.balance_mismatches.is_empty()
+            && self.lot_mismatches.is_empty()
+    }
+}
+
+pub(crate) fn verify(c: &mut dyn Conn) -> Result<VerifyReport> {
+    let count = |c: &mut dyn Conn, sql: &str| -> Result<i64> {
+        Ok(c.query_one(sql, &[])?.map_or(0, |r| r.int(0)))
+    };
+    let mut report = VerifyReport {
+        transactions: count(c, "SELECT COUNT(*) FROM txns")?,
+        entries: count(c, "SELECT COUNT(*) FROM entries")?,
+        members: count(c, "SELECT COUNT(*) FROM members")?,
+        lots: count(c, "SELECT COUNT(*) FROM lots")?,
+        ..Default::default()
+    };
+    report.unbalanced_transactions = c
+        .query("SELECT txn_id FROM entries GROUP BY txn_id HAVING SUM(amount) <> 0 ORDER BY txn_id LIMIT $1", &[SAMPLES.into()])?
+        .iter()
+        .map(|r| r.int(0))
+        .collect();
+    report.balance_mismatches = c
+        .query(
+            "SELECT m.tenant_id, m.id, m.available, m.pending, CAST(COALESCE(e.available, 0) AS BIGINT), CAST(COALESCE(e.pending, 0) AS BIGINT)
+             FROM members m LEFT JOIN (
+                SELECT tenant_id, member_id,
+                       SUM(CASE WHEN account = 'available' THEN amount ELSE 0 END) AS available,
+                       SUM(CASE WHEN account = 'pending' THEN amount ELSE 0 END) AS pending
+                FROM entries GROUP BY tenant_id, member_id) e
+             ON e.tenant_id = m.tenant_id AND e.member_id = m.id
+             WHERE m.available <> COALESCE(e.available, 0) OR m.pending <> COALESCE(e.pending, 0)
+             ORDER BY m.tenant_id, m.id LIMIT $1",
+            &[SAMPLES.into()],
+        )?
+        .iter()
+        .map(|r| format!("{}/{}: cached available {} pending {}, entries say {} and {}", r.text(0), r.text(1), r.int(2), r.int(3), r.int(4), r.int(5)))
+        .collect();
+    // Pending lots back the pending balance; available lots back the available balance, which
+    // may be negative (a debt) only when no available lot is left.
+    report.lot_mismatches = c
+        .query(
+            "SELECT m.tenant_id, m.id, m.available, m.pending, CAST(COALESCE(l.available, 0) AS BIGINT), CAST(COALESCE(l.pending, 0) AS BIGINT)
+             FROM members m LEFT JOIN (
+                SELECT tenant_id, member_id,
+                       SUM(CASE WHEN state = 'available' THEN remaining ELSE 0 END) AS available,
+                       SUM(CASE WHEN state = 'pending' THEN remaining ELSE 0 END) AS pending
+                FROM lots WHERE remaining > 0 GROUP BY tenant_id, member_id) l
+             ON l.tenant_id = m.tenant_id AND l.member_id = m.id
+             WHERE m.pending <> COALESCE(l.pending, 0)
+                OR (m.available >= 0 AND m.available <> COALESCE(l.available, 0))
+                OR (m.available < 0 AND COALESCE(l.available, 0) <> 0)
+             ORDER BY m.tenant_id, m.id LIMIT $1",
+            &[SAMPLES.into()],
+        )?
+        .iter()
+        .map(|r| format!("{}/{}: available {} pending {}, lots hold {} and {}", r.text(0), r.text(1), r.int(2), r.int(3), r.int(4), r.int(5)))
+        .collect();
+    Ok(report)
+}
