@@ -1,1 +1,111 @@
-//! placeholder
+//! Test support shared by every crate's tests: a fresh database per test on SQLite (a
+//! temporary file) or PostgreSQL (a schema of its own in `FIDELIS_TEST_DATABASE_URL`, dropped
+//! afterwards), and [`on_both!`], which turns one async scenario into a test per database.
+//!
+//! The conformance scenarios themselves are in `tests/conformance.rs`.
+
+use fidelis_store::{Backend, Store, StoreOptions};
+use std::sync::Arc;
+
+pub use fidelis_store;
+
+/// The database a test owns, removed when dropped.
+pub struct TestDb {
+    pub url: String,
+    pub kind: &'static str,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(std::path::PathBuf),
+    Schema { base: String, schema: String },
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = std::env::temp_dir().join("fidelis-tests");
+        // Already there or not creatable: opening the file will say which.
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("{}.db", fidelis_store::random_id("t", 16)));
+        TestDb { url: format!("sqlite://{}", path.display()), kind: "sqlite", cleanup: Cleanup::File(path) }
+    }
+
+    /// `None` when `FIDELIS_TEST_DATABASE_URL` is unset; panics then if
+    /// `FIDELIS_REQUIRE_POSTGRES=1`, so CI cannot skip PostgreSQL by accident.
+    pub fn postgres() -> Option<TestDb> {
+        let Ok(base) = std::env::var("FIDELIS_TEST_DATABASE_URL") else {
+            assert!(
+                std::env::var("FIDELIS_REQUIRE_POSTGRES").map_or(true, |v| v != "1"),
+                "FIDELIS_REQUIRE_POSTGRES=1 but FIDELIS_TEST_DATABASE_URL is not set"
+            );
+            return None;
+        };
+        let schema = fidelis_store::random_id("t_", 16);
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(TestDb { url: format!("{base}{sep}schema={schema}"), kind: "postgres", cleanup: Cleanup::Schema { base, schema } })
+    }
+
+    /// A store on this database, migrated, with the usual options.
+    pub fn store(&self, now_micros: i64) -> Store {
+        let b = backend(&self.url);
+        let opts = StoreOptions::for_dialect(b.dialect());
+        match Store::start(b, opts, now_micros) {
+            Ok(s) => s,
+            Err(e) => panic!("cannot open test store {}: {e}", self.url),
+        }
+    }
+}
+
+pub fn backend(url: &str) -> Arc<dyn Backend> {
+    if url.starts_with("sqlite:") {
+        Arc::new(fidelis_store_sqlite::Sqlite::from_url(url).unwrap_or_else(|| panic!("bad sqlite url {url}")))
+    } else {
+        Arc::new(fidelis_store_pg::Postgres::from_url(url).unwrap_or_else(|e| panic!("bad postgres url {url}: {e}")))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(p) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    // A file that is not there is already clean.
+                    let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+                }
+            }
+            Cleanup::Schema { base, schema } => {
+                // Best effort in a thread of its own (the postgres client must not run inside
+                // an async runtime's worker): a schema left behind only costs disk.
+                let (base, schema) = (base.clone(), schema.clone());
+                let _ = std::thread::spawn(move || {
+                    if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
+                        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+                    }
+                })
+                .join();
+            }
+        }
+    }
+}
+
+/// Runs one async scenario `fn(TestDb)` as two tests, `sqlite` and `postgres`, in a module
+/// named after the scenario. The PostgreSQL test is skipped (with a note) when no test
+/// database is configured.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::TestDb::sqlite()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                match $crate::TestDb::postgres() {
+                    Some(db) => super::$name(db).await,
+                    None => eprintln!("skipped: set FIDELIS_TEST_DATABASE_URL to run on PostgreSQL"),
+                }
+            }
+        }
+    )*};
+}

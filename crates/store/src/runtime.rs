@@ -82,15 +82,23 @@ impl Store {
     /// Connects, migrates, and starts the writer and reader threads.
     pub fn start(backend: Arc<dyn Backend>, opts: StoreOptions, now_micros: i64) -> Result<Store> {
         let dialect = backend.dialect();
-        let mut first = backend.connect(false)?;
-        crate::schema::migrate(first.as_mut(), now_micros)?;
+        let mut first = connect(&backend, false)?;
+        {
+            let mut c = first;
+            let (migrated, c) = std::thread::scope(|s| {
+                s.spawn(move || (crate::schema::migrate(c.as_mut(), now_micros), c)).join()
+            })
+            .map_err(|_| StoreError::Busy("migration thread panicked".into()))?;
+            migrated?;
+            first = c;
+        }
         let metrics = Arc::new(StoreMetrics::default());
         let mut writers = Vec::new();
         let mut first = Some(first);
         for i in 0..opts.writers.max(1) {
             let conn = match first.take() {
                 Some(c) => c,
-                None => backend.connect(false)?,
+                None => connect(&backend, false)?,
             };
             let (tx, rx) = bounded::<WriteJob>(opts.queue_len);
             let metrics = metrics.clone();
@@ -103,7 +111,7 @@ impl Store {
         }
         let (rtx, rrx) = bounded::<ReadJob>(opts.queue_len);
         for i in 0..opts.readers.max(1) {
-            let conn = backend.connect(true)?;
+            let conn = connect(&backend, true)?;
             let rrx = rrx.clone();
             std::thread::Builder::new()
                 .name(format!("fidelis-reader-{i}"))
@@ -206,6 +214,16 @@ impl Store {
             ))
         })
     }
+}
+
+/// Connects on a thread of its own: a blocking client (PostgreSQL's) must not start its I/O
+/// inside the async runtime that may be calling us.
+fn connect(backend: &Arc<dyn Backend>, read_only: bool) -> Result<Box<dyn Conn>> {
+    let b = backend.clone();
+    std::thread::spawn(move || b.connect(read_only))
+        .join()
+        .map_err(|_| StoreError::Busy("connection thread panicked".into()))?
+        .map_err(StoreError::from)
 }
 
 fn fnv1a(s: &str) -> u64 {
