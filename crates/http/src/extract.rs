@@ -112,3 +112,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Write<T> {
         Ok(Write { body, idem })
     }
 }
+
+/// Query parameters; a query that does not parse is a 422 problem naming it.
+pub struct Q<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Q<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Q(q.0))
+            .map_err(|e| Problem::invalid("query", e.body_text()))
+    }
+}

@@ -1,10 +1,10 @@
 //! `/api/v1/members`: enrol, look up, change, list; balances, ledger history, adjustments.
 
 use crate::AppState;
-use crate::extract::{Auth, Write};
+use crate::extract::{Auth, Q, Write};
 use crate::problem::Problem;
 use crate::wire::{money, to_value, written};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -97,7 +97,7 @@ struct LookupQuery {
 async fn lookup(
     State(s): State<AppState>,
     Auth(p): Auth,
-    Query(q): Query<LookupQuery>,
+    Q(q): Q<LookupQuery>,
 ) -> Result<Json<Value>, Problem> {
     let (by, value) = match (q.external_id, q.email, q.phone) {
         (Some(v), None, None) => (LookupBy::ExternalId, v),
@@ -117,7 +117,7 @@ async fn lookup(
 async fn list(
     State(s): State<AppState>,
     Auth(p): Auth,
-    Query(q): Query<PageQuery>,
+    Q(q): Q<PageQuery>,
 ) -> Result<Json<Value>, Problem> {
     let limit = q.limit()?;
     let page = s.app.list_members(&p, q.cursor, limit).await?;
@@ -136,7 +136,7 @@ async fn ledger(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    Q(q): Q<PageQuery>,
 ) -> Result<Json<Value>, Problem> {
     let limit = q.limit()?;
     Ok(Json(to_value(

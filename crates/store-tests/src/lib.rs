@@ -27,7 +27,11 @@ impl TestDb {
         // Already there or not creatable: opening the file will say which.
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join(format!("{}.db", fidelis_store::random_id("t", 16)));
-        TestDb { url: format!("sqlite://{}", path.display()), kind: "sqlite", cleanup: Cleanup::File(path) }
+        TestDb {
+            url: format!("sqlite://{}", path.display()),
+            kind: "sqlite",
+            cleanup: Cleanup::File(path),
+        }
     }
 
     /// `None` when `FIDELIS_TEST_DATABASE_URL` is unset; panics then if
@@ -42,7 +46,11 @@ impl TestDb {
         };
         let schema = fidelis_store::random_id("t_", 16);
         let sep = if base.contains('?') { '&' } else { '?' };
-        Some(TestDb { url: format!("{base}{sep}schema={schema}"), kind: "postgres", cleanup: Cleanup::Schema { base, schema } })
+        Some(TestDb {
+            url: format!("{base}{sep}schema={schema}"),
+            kind: "postgres",
+            cleanup: Cleanup::Schema { base, schema },
+        })
     }
 
     /// A store on this database, migrated, with the usual options.
@@ -58,9 +66,15 @@ impl TestDb {
 
 pub fn backend(url: &str) -> Arc<dyn Backend> {
     if url.starts_with("sqlite:") {
-        Arc::new(fidelis_store_sqlite::Sqlite::from_url(url).unwrap_or_else(|| panic!("bad sqlite url {url}")))
+        Arc::new(
+            fidelis_store_sqlite::Sqlite::from_url(url)
+                .unwrap_or_else(|| panic!("bad sqlite url {url}")),
+        )
     } else {
-        Arc::new(fidelis_store_pg::Postgres::from_url(url).unwrap_or_else(|e| panic!("bad postgres url {url}: {e}")))
+        Arc::new(
+            fidelis_store_pg::Postgres::from_url(url)
+                .unwrap_or_else(|e| panic!("bad postgres url {url}: {e}")),
+        )
     }
 }
 
@@ -79,7 +93,8 @@ impl Drop for TestDb {
                 let (base, schema) = (base.clone(), schema.clone());
                 let _ = std::thread::spawn(move || {
                     if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
-                        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+                        let _ =
+                            c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
                     }
                 })
                 .join();

@@ -21,24 +21,47 @@ fn us(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn settings(pending_days: u32, expiry: ExpiryPolicy, refund_policy: RefundPolicy) -> ProgramSettings {
-    ProgramSettings { pending_days, expiry, refund_policy, ..ProgramSettings::default() }
+fn settings(
+    pending_days: u32,
+    expiry: ExpiryPolicy,
+    refund_policy: RefundPolicy,
+) -> ProgramSettings {
+    ProgramSettings {
+        pending_days,
+        expiry,
+        refund_policy,
+        ..ProgramSettings::default()
+    }
 }
 
 async fn setup(db: &TestDb, s: &ProgramSettings) -> Store {
     let store = db.store(us(t0()));
-    store.ensure_tenant(T, "Acme", s, us(t0())).await.expect("tenant");
+    store
+        .ensure_tenant(T, "Acme", s, us(t0()))
+        .await
+        .expect("tenant");
     store
 }
 
 async fn member(store: &Store, ext: &str) -> String {
-    let f = MemberFields { external_id: Some(ext.into()), ..Default::default() };
-    store.create_member(T, f, None, us(t0())).await.expect("member").0.id
+    let f = MemberFields {
+        external_id: Some(ext.into()),
+        ..Default::default()
+    };
+    store
+        .create_member(T, f, None, us(t0()))
+        .await
+        .expect("member")
+        .0
+        .id
 }
 
 fn purchase_input(member: &str, order: &str, total: &str, at: DateTime<Utc>) -> PurchaseInput {
     PurchaseInput {
-        member: MemberRef { id: Some(member.into()), external_id: None },
+        member: MemberRef {
+            id: Some(member.into()),
+            external_id: None,
+        },
         order_id: order.into(),
         occurred_at: Some(fidelis_core::time::format(at)),
         channel: Channel::Pos,
@@ -46,21 +69,65 @@ fn purchase_input(member: &str, order: &str, total: &str, at: DateTime<Utc>) -> 
         currency: "EUR".into(),
         total: total.into(),
         lines: vec![
-            LineInput { sku: "shoe-1".into(), category: Some("shoes".into()), quantity: 1, unit_price: "40.00".into() },
-            LineInput { sku: "sock-1".into(), category: Some("clothing".into()), quantity: 2, unit_price: "10.00".into() },
+            LineInput {
+                sku: "shoe-1".into(),
+                category: Some("shoes".into()),
+                quantity: 1,
+                unit_price: "40.00".into(),
+            },
+            LineInput {
+                sku: "sock-1".into(),
+                category: Some("clothing".into()),
+                quantity: 2,
+                unit_price: "10.00".into(),
+            },
         ],
     }
 }
 
-async fn buy(store: &Store, s: &ProgramSettings, member: &str, order: &str, total: &str, at: DateTime<Utc>) -> fidelis_store::model::PurchaseOutcome {
-    let p = purchase_input(member, order, total, at).validate(s, at).expect("valid purchase");
-    let awards = BaseEarner.awards(&EarnContext { program: s, purchase: &p, member_order_count: 0 });
-    store.purchase(T, p, awards, s.clone(), None, us(at)).await.expect("purchase").0
+async fn buy(
+    store: &Store,
+    s: &ProgramSettings,
+    member: &str,
+    order: &str,
+    total: &str,
+    at: DateTime<Utc>,
+) -> fidelis_store::model::PurchaseOutcome {
+    let p = purchase_input(member, order, total, at)
+        .validate(s, at)
+        .expect("valid purchase");
+    let awards = BaseEarner.awards(&EarnContext {
+        program: s,
+        purchase: &p,
+        member_order_count: 0,
+    });
+    store
+        .purchase(T, p, awards, s.clone(), None, us(at))
+        .await
+        .expect("purchase")
+        .0
 }
 
-async fn refund(store: &Store, s: &ProgramSettings, order: &str, amount: &str, at: DateTime<Utc>) -> Result<fidelis_store::model::RefundOutcome, StoreError> {
-    let r = RefundInput { order_id: order.into(), refund_id: None, amount: Some(amount.into()), lines: None, occurred_at: None }.validate(s, at).expect("valid refund");
-    store.refund(T, r, s.clone(), None, us(at)).await.map(|(o, _)| o)
+async fn refund(
+    store: &Store,
+    s: &ProgramSettings,
+    order: &str,
+    amount: &str,
+    at: DateTime<Utc>,
+) -> Result<fidelis_store::model::RefundOutcome, StoreError> {
+    let r = RefundInput {
+        order_id: order.into(),
+        refund_id: None,
+        amount: Some(amount.into()),
+        lines: None,
+        occurred_at: None,
+    }
+    .validate(s, at)
+    .expect("valid refund");
+    store
+        .refund(T, r, s.clone(), None, us(at))
+        .await
+        .map(|(o, _)| o)
 }
 
 async fn balance(store: &Store, s: &ProgramSettings, member: &str) -> (i64, i64) {
@@ -81,19 +148,37 @@ async fn pending_points_mature_exactly_at_the_end_of_the_return_window(db: TestD
     assert_eq!((out.points, out.status.as_str()), (59, "pending"));
     assert_eq!(out.matures_at.as_deref(), Some("2026-03-24T12:00:00Z"));
     let due = t0() + Duration::days(14);
-    store.run_jobs(us(due - Duration::seconds(1))).await.expect("jobs");
-    assert_eq!(balance(&store, &s, &m).await, (0, 59), "a second before: still pending");
+    store
+        .run_jobs(us(due - Duration::seconds(1)))
+        .await
+        .expect("jobs");
+    assert_eq!(
+        balance(&store, &s, &m).await,
+        (0, 59),
+        "a second before: still pending"
+    );
     let r = store.run_jobs(us(due)).await.expect("jobs");
     assert_eq!((r.matured_lots, r.matured_points), (1, 59));
-    assert_eq!(balance(&store, &s, &m).await, (59, 0), "at the boundary: available");
-    let r = store.run_jobs(us(due + Duration::seconds(1))).await.expect("jobs");
+    assert_eq!(
+        balance(&store, &s, &m).await,
+        (59, 0),
+        "at the boundary: available"
+    );
+    let r = store
+        .run_jobs(us(due + Duration::seconds(1)))
+        .await
+        .expect("jobs");
     assert_eq!(r.matured_points, 0, "a second after: nothing left to do");
     assert_eq!(balance(&store, &s, &m).await, (59, 0));
     assert_ledger_ok(&store).await;
 }
 
 async fn points_expire_exactly_at_their_expiry_date(db: TestDb) {
-    let s = settings(0, ExpiryPolicy::AfterEarning { months: 12 }, RefundPolicy::AllowNegative);
+    let s = settings(
+        0,
+        ExpiryPolicy::AfterEarning { months: 12 },
+        RefundPolicy::AllowNegative,
+    );
     let store = setup(&db, &s).await;
     let m = member(&store, "c1").await;
     let out = buy(&store, &s, &m, "o1", "100.00", t0()).await;
@@ -101,14 +186,27 @@ async fn points_expire_exactly_at_their_expiry_date(db: TestDb) {
     assert_eq!(out.expires_at.as_deref(), Some("2027-03-10T12:00:00Z"));
     let b = store.balance(T, &m, s.clone()).await.expect("balance");
     assert_eq!(b.expiring.len(), 1);
-    assert_eq!((b.expiring[0].points, b.expiring[0].expires_at.as_str()), (100, "2027-03-10T12:00:00Z"));
+    assert_eq!(
+        (b.expiring[0].points, b.expiring[0].expires_at.as_str()),
+        (100, "2027-03-10T12:00:00Z")
+    );
     let exp = fidelis_core::time::parse("2027-03-10T12:00:00Z").expect("time");
-    store.run_jobs(us(exp - Duration::seconds(1))).await.expect("jobs");
-    assert_eq!(balance(&store, &s, &m).await, (100, 0), "a second before expiry");
+    store
+        .run_jobs(us(exp - Duration::seconds(1)))
+        .await
+        .expect("jobs");
+    assert_eq!(
+        balance(&store, &s, &m).await,
+        (100, 0),
+        "a second before expiry"
+    );
     let r = store.run_jobs(us(exp)).await.expect("jobs");
     assert_eq!((r.expired_lots, r.expired_points), (1, 100));
     assert_eq!(balance(&store, &s, &m).await, (0, 0), "at expiry");
-    store.run_jobs(us(exp + Duration::seconds(1))).await.expect("jobs");
+    store
+        .run_jobs(us(exp + Duration::seconds(1)))
+        .await
+        .expect("jobs");
     assert_eq!(balance(&store, &s, &m).await, (0, 0));
     let hist = store.history(T, &m, None, 10).await.expect("history");
     assert_eq!(hist.items[0].kind, "expire");
@@ -117,36 +215,69 @@ async fn points_expire_exactly_at_their_expiry_date(db: TestDb) {
 }
 
 async fn inactivity_expires_the_whole_balance_after_n_months_without_activity(db: TestDb) {
-    let s = settings(0, ExpiryPolicy::Inactivity { months: 6 }, RefundPolicy::AllowNegative);
+    let s = settings(
+        0,
+        ExpiryPolicy::Inactivity { months: 6 },
+        RefundPolicy::AllowNegative,
+    );
     let store = setup(&db, &s).await;
     let m = member(&store, "c1").await;
     buy(&store, &s, &m, "o1", "30.00", t0()).await;
     let later = t0() + Duration::days(60);
     buy(&store, &s, &m, "o2", "20.00", later).await;
     let due = fidelis_core::time::add_months(later, 6);
-    store.run_jobs(us(due - Duration::seconds(1))).await.expect("jobs");
-    assert_eq!(balance(&store, &s, &m).await, (50, 0), "activity 60 days in keeps the first points too");
+    store
+        .run_jobs(us(due - Duration::seconds(1)))
+        .await
+        .expect("jobs");
+    assert_eq!(
+        balance(&store, &s, &m).await,
+        (50, 0),
+        "activity 60 days in keeps the first points too"
+    );
     store.run_jobs(us(due)).await.expect("jobs");
     assert_eq!(balance(&store, &s, &m).await, (0, 0));
     assert_ledger_ok(&store).await;
 }
 
 async fn debits_consume_the_earliest_expiring_lots_first(db: TestDb) {
-    let s = settings(0, ExpiryPolicy::AfterEarning { months: 12 }, RefundPolicy::AllowNegative);
+    let s = settings(
+        0,
+        ExpiryPolicy::AfterEarning { months: 12 },
+        RefundPolicy::AllowNegative,
+    );
     let store = setup(&db, &s).await;
     let m = member(&store, "c1").await;
     buy(&store, &s, &m, "late", "50.00", t0() + Duration::days(30)).await;
     buy(&store, &s, &m, "early", "30.00", t0()).await;
-    store.adjust(T, &m, -40, "goodwill reversal", "test", s.clone(), None, us(t0() + Duration::days(31))).await.expect("debit");
+    store
+        .adjust(
+            T,
+            &m,
+            -40,
+            "goodwill reversal",
+            "test",
+            s.clone(),
+            None,
+            us(t0() + Duration::days(31)),
+        )
+        .await
+        .expect("debit");
     let b = store.balance(T, &m, s.clone()).await.expect("balance");
     assert_eq!(b.available, 40);
     // The early lot (30) is gone entirely; 10 came from the later one.
     assert_eq!(b.expiring.len(), 1);
     assert_eq!(b.expiring[0].points, 40);
     assert_eq!(b.expiring[0].expires_at, "2027-04-09T12:00:00Z");
-    let err = store.adjust(T, &m, -41, "too much", "test", s.clone(), None, us(t0())).await;
+    let err = store
+        .adjust(T, &m, -41, "too much", "test", s.clone(), None, us(t0()))
+        .await;
     assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
-    assert_eq!(balance(&store, &s, &m).await, (40, 0), "a refused debit changes nothing");
+    assert_eq!(
+        balance(&store, &s, &m).await,
+        (40, 0),
+        "a refused debit changes nothing"
+    );
     assert_ledger_ok(&store).await;
 }
 
@@ -155,37 +286,73 @@ async fn refunds_claw_back_proportionally_and_never_more_than_was_bought(db: Tes
     let store = setup(&db, &s).await;
     let m = member(&store, "c1").await;
     buy(&store, &s, &m, "o1", "59.90", t0()).await;
-    let r1 = refund(&store, &s, "o1", "20.00", t0()).await.expect("partial refund");
+    let r1 = refund(&store, &s, "o1", "20.00", t0())
+        .await
+        .expect("partial refund");
     assert_eq!((r1.points_clawed_back, r1.from_pending), (19, 19));
-    let r2 = refund(&store, &s, "o1", "39.90", t0()).await.expect("the rest");
-    assert_eq!(r2.points_clawed_back, 40, "two partial refunds take back exactly the 59 awarded");
+    let r2 = refund(&store, &s, "o1", "39.90", t0())
+        .await
+        .expect("the rest");
+    assert_eq!(
+        r2.points_clawed_back, 40,
+        "two partial refunds take back exactly the 59 awarded"
+    );
     assert_eq!(balance(&store, &s, &m).await, (0, 0));
     let over = refund(&store, &s, "o1", "0.01", t0()).await;
-    assert!(matches!(over, Err(StoreError::Unprocessable(_))), "{over:?}");
+    assert!(
+        matches!(over, Err(StoreError::Unprocessable(_))),
+        "{over:?}"
+    );
     let unknown = refund(&store, &s, "nope", "1.00", t0()).await;
-    assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
     assert_ledger_ok(&store).await;
 }
 
 async fn a_refund_takes_pending_then_available_then_follows_the_refund_policy(db: TestDb) {
-    for (policy, expect_available, expect_forgiven) in
-        [(RefundPolicy::AllowNegative, -20, 0), (RefundPolicy::WithinBalance, 0, 20), (RefundPolicy::PendingOnly, 30, 50)]
-    {
+    for (policy, expect_available, expect_forgiven) in [
+        (RefundPolicy::AllowNegative, -20, 0),
+        (RefundPolicy::WithinBalance, 0, 20),
+        (RefundPolicy::PendingOnly, 30, 50),
+    ] {
         let s = settings(0, ExpiryPolicy::None, policy);
         let store = setup(&db, &s).await;
         let m = member(&store, &format!("c-{policy:?}")).await;
         buy(&store, &s, &m, &format!("o-{policy:?}"), "100.00", t0()).await;
-        store.adjust(T, &m, -70, "spent on a reward", "test", s.clone(), None, us(t0())).await.expect("debit");
-        let r = refund(&store, &s, &format!("o-{policy:?}"), "50.00", t0()).await.expect("refund");
+        store
+            .adjust(
+                T,
+                &m,
+                -70,
+                "spent on a reward",
+                "test",
+                s.clone(),
+                None,
+                us(t0()),
+            )
+            .await
+            .expect("debit");
+        let r = refund(&store, &s, &format!("o-{policy:?}"), "50.00", t0())
+            .await
+            .expect("refund");
         assert_eq!(r.forgiven, expect_forgiven, "{policy:?}");
-        assert_eq!(balance(&store, &s, &m).await.0, expect_available, "{policy:?}");
+        assert_eq!(
+            balance(&store, &s, &m).await.0,
+            expect_available,
+            "{policy:?}"
+        );
         if policy == RefundPolicy::AllowNegative {
             // The next earning repays the debt first.
             let next = buy(&store, &s, &m, "o-next", "25.00", t0()).await;
             assert_eq!((next.debt_repaid, next.balance.available), (20, 5));
         }
         assert_ledger_ok(&store).await;
-        store.ensure_tenant("other", "x", &s, 0).await.expect("noop");
+        store
+            .ensure_tenant("other", "x", &s, 0)
+            .await
+            .expect("noop");
     }
 }
 
@@ -193,16 +360,39 @@ async fn a_debt_is_repaid_when_pending_points_mature(db: TestDb) {
     let s = settings(10, ExpiryPolicy::None, RefundPolicy::AllowNegative);
     let store = setup(&db, &s).await;
     let m = member(&store, "c1").await;
-    store.adjust(T, &m, 30, "welcome", "test", s.clone(), None, us(t0())).await.expect("credit");
+    store
+        .adjust(T, &m, 30, "welcome", "test", s.clone(), None, us(t0()))
+        .await
+        .expect("credit");
     buy(&store, &s, &m, "o1", "50.00", t0()).await;
-    store.run_jobs(us(t0() + Duration::days(10))).await.expect("jobs");
-    store.adjust(T, &m, -80, "reward", "test", s.clone(), None, us(t0() + Duration::days(10))).await.expect("debit all");
-    let r = refund(&store, &s, "o1", "50.00", t0() + Duration::days(11)).await.expect("refund");
+    store
+        .run_jobs(us(t0() + Duration::days(10)))
+        .await
+        .expect("jobs");
+    store
+        .adjust(
+            T,
+            &m,
+            -80,
+            "reward",
+            "test",
+            s.clone(),
+            None,
+            us(t0() + Duration::days(10)),
+        )
+        .await
+        .expect("debit all");
+    let r = refund(&store, &s, "o1", "50.00", t0() + Duration::days(11))
+        .await
+        .expect("refund");
     assert_eq!((r.from_available, r.forgiven), (50, 0));
     assert_eq!(balance(&store, &s, &m).await, (-50, 0));
     buy(&store, &s, &m, "o2", "80.00", t0() + Duration::days(12)).await;
     assert_eq!(balance(&store, &s, &m).await, (-50, 80));
-    store.run_jobs(us(t0() + Duration::days(22))).await.expect("jobs");
+    store
+        .run_jobs(us(t0() + Duration::days(22)))
+        .await
+        .expect("jobs");
     assert_eq!(balance(&store, &s, &m).await, (30, 0));
     assert_ledger_ok(&store).await;
 }
@@ -224,30 +414,68 @@ async fn an_idempotency_key_replays_its_first_answer_and_refuses_another_request
     let s = settings(0, ExpiryPolicy::None, RefundPolicy::AllowNegative);
     let store = setup(&db, &s).await;
     let m = member(&store, "c1").await;
-    let key = |h: &str| Some(IdemKey { key: "k1".into(), request_hash: h.into() });
-    let (a, replayed_a) = store.adjust(T, &m, 5, "gift", "test", s.clone(), key("h1"), us(t0())).await.expect("first");
-    let (b, replayed_b) = store.adjust(T, &m, 5, "gift", "test", s.clone(), key("h1"), us(t0())).await.expect("replay");
+    let key = |h: &str| {
+        Some(IdemKey {
+            key: "k1".into(),
+            request_hash: h.into(),
+        })
+    };
+    let (a, replayed_a) = store
+        .adjust(T, &m, 5, "gift", "test", s.clone(), key("h1"), us(t0()))
+        .await
+        .expect("first");
+    let (b, replayed_b) = store
+        .adjust(T, &m, 5, "gift", "test", s.clone(), key("h1"), us(t0()))
+        .await
+        .expect("replay");
     assert!(!replayed_a && replayed_b);
     assert_eq!(a, b);
-    let other = store.adjust(T, &m, 7, "gift", "test", s.clone(), key("h2"), us(t0())).await;
+    let other = store
+        .adjust(T, &m, 7, "gift", "test", s.clone(), key("h2"), us(t0()))
+        .await;
     assert!(matches!(other, Err(StoreError::Conflict(_))), "{other:?}");
     assert_eq!(balance(&store, &s, &m).await, (5, 0));
     assert_ledger_ok(&store).await;
 }
 
 async fn concurrent_purchases_and_adjustments_on_one_member_end_exact(db: TestDb) {
-    let s = settings(0, ExpiryPolicy::AfterEarning { months: 12 }, RefundPolicy::AllowNegative);
+    let s = settings(
+        0,
+        ExpiryPolicy::AfterEarning { months: 12 },
+        RefundPolicy::AllowNegative,
+    );
     let store = setup(&db, &s).await;
     let m = member(&store, "c1").await;
-    store.adjust(T, &m, 1000, "opening", "test", s.clone(), None, us(t0())).await.expect("credit");
+    store
+        .adjust(T, &m, 1000, "opening", "test", s.clone(), None, us(t0()))
+        .await
+        .expect("credit");
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
         let (store, s, m) = (store.clone(), s.clone(), m.clone());
         tasks.spawn(async move {
             match i % 3 {
-                0 => buy(&store, &s, &m, &format!("o{i}"), "12.34", t0()).await.points,
-                1 => store.adjust(T, &m, 7, "plus", "test", s, None, us(t0())).await.expect("plus").0.points,
-                _ => store.adjust(T, &m, -11, "minus", "test", s, None, us(t0())).await.expect("minus").0.points,
+                0 => {
+                    buy(&store, &s, &m, &format!("o{i}"), "12.34", t0())
+                        .await
+                        .points
+                }
+                1 => {
+                    store
+                        .adjust(T, &m, 7, "plus", "test", s, None, us(t0()))
+                        .await
+                        .expect("plus")
+                        .0
+                        .points
+                }
+                _ => {
+                    store
+                        .adjust(T, &m, -11, "minus", "test", s, None, us(t0()))
+                        .await
+                        .expect("minus")
+                        .0
+                        .points
+                }
             }
         });
     }
@@ -263,12 +491,33 @@ async fn concurrent_purchases_and_adjustments_on_one_member_end_exact(db: TestDb
 async fn a_tenant_never_sees_another_tenants_members(db: TestDb) {
     let s = settings(0, ExpiryPolicy::None, RefundPolicy::AllowNegative);
     let store = setup(&db, &s).await;
-    store.ensure_tenant("rival", "Rival", &s, 0).await.expect("tenant");
+    store
+        .ensure_tenant("rival", "Rival", &s, 0)
+        .await
+        .expect("tenant");
     let m = member(&store, "c1").await;
-    assert!(matches!(store.member("rival", &m).await, Err(StoreError::NotFound(_))));
-    assert!(matches!(store.balance("rival", &m, s.clone()).await, Err(StoreError::NotFound(_))));
-    assert!(matches!(store.adjust("rival", &m, 5, "x", "t", s.clone(), None, 0).await, Err(StoreError::NotFound(_))));
-    assert!(store.list_members("rival", None, 50).await.expect("list").items.is_empty());
+    assert!(matches!(
+        store.member("rival", &m).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.balance("rival", &m, s.clone()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .adjust("rival", &m, 5, "x", "t", s.clone(), None, 0)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        store
+            .list_members("rival", None, 50)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
     assert_ledger_ok(&store).await;
 }
 

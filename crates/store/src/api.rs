@@ -280,55 +280,52 @@ impl Store {
 
     /// Runs maturation and expiry for every tenant until nothing is due at `now`.
     pub async fn run_jobs(&self, now: i64) -> Result<JobReport> {
-        let mut report = JobReport {
-            matured_lots: 0,
-            matured_points: 0,
-            expired_lots: 0,
-            expired_points: 0,
-            members_touched: 0,
-        };
+        let mut report = JobReport::default();
         for tenant in self.tenant_ids().await? {
-            let (settings, _) = self.program(&tenant).await?;
-            // Maturation first, so a lot that matured and expired by `now` is expired too.
-            for kind in ["mature", "expire"] {
-                // Each round handles a bounded number of members; stop when one comes back short
-                // or made no progress (members held by other nodes are left for their run).
-                for _ in 0..10_000 {
-                    let (t, s) = (tenant.clone(), settings.clone());
-                    let (more, part) = self
-                        .write("", move |c| {
-                            let mut r = JobReport {
-                                matured_lots: 0,
-                                matured_points: 0,
-                                expired_lots: 0,
-                                expired_points: 0,
-                                members_touched: 0,
-                            };
-                            let more = if kind == "mature" {
-                                crate::jobs::mature(c, &t, now, &mut r)?
-                            } else {
-                                crate::jobs::expire(c, &t, &s, now, &mut r)?
-                            };
-                            Ok((more, r))
-                        })
-                        .await?;
-                    let progressed = part.members_touched > 0;
-                    report.matured_lots += part.matured_lots;
-                    report.matured_points += part.matured_points;
-                    report.expired_lots += part.expired_lots;
-                    report.expired_points += part.expired_points;
-                    report.members_touched += part.members_touched;
-                    if !more || !progressed {
-                        break;
-                    }
+            report.add(&self.run_jobs_for(&tenant, now).await?);
+        }
+        Ok(report)
+    }
+
+    /// Runs maturation and expiry for one tenant until nothing is due at `now`.
+    pub async fn run_jobs_for(&self, tenant: &str, now: i64) -> Result<JobReport> {
+        let mut report = JobReport::default();
+        let (settings, _) = self.program(tenant).await?;
+        // Maturation first, so a lot that matured and expired by `now` is expired too.
+        for kind in ["mature", "expire"] {
+            // Each round handles a bounded number of members; stop when one comes back short
+            // or made no progress (members held by other nodes are left for their run).
+            for _ in 0..10_000 {
+                let (t, s) = (tenant.to_string(), settings.clone());
+                let (more, part) = self
+                    .write("", move |c| {
+                        let mut r = JobReport::default();
+                        let more = if kind == "mature" {
+                            crate::jobs::mature(c, &t, now, &mut r)?
+                        } else {
+                            crate::jobs::expire(c, &t, &s, now, &mut r)?
+                        };
+                        Ok((more, r))
+                    })
+                    .await?;
+                report.add(&part);
+                if !more || part.members_touched == 0 {
+                    break;
                 }
             }
         }
         Ok(report)
     }
 
+    /// Checks the ledger's invariants across every tenant.
     pub async fn verify(&self) -> Result<VerifyReport> {
-        self.read(crate::verify::verify).await
+        self.read(|c| crate::verify::verify(c, "")).await
+    }
+
+    /// Checks the ledger's invariants of one tenant.
+    pub async fn verify_tenant(&self, tenant: &str) -> Result<VerifyReport> {
+        let tenant = tenant.to_string();
+        self.read(move |c| crate::verify::verify(c, &tenant)).await
     }
 }
 

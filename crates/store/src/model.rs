@@ -159,13 +159,23 @@ pub struct ApiKeyRecord {
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobReport {
     pub matured_lots: i64,
     pub matured_points: i64,
     pub expired_lots: i64,
     pub expired_points: i64,
     pub members_touched: i64,
+}
+
+impl JobReport {
+    pub fn add(&mut self, other: &JobReport) {
+        self.matured_lots += other.matured_lots;
+        self.matured_points += other.matured_points;
+        self.expired_lots += other.expired_lots;
+        self.expired_points += other.expired_points;
+        self.members_touched += other.members_touched;
+    }
 }
 
 /// A page of a list, and the cursor of the next page when there is one.

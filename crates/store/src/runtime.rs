@@ -86,7 +86,8 @@ impl Store {
         {
             let mut c = first;
             let (migrated, c) = std::thread::scope(|s| {
-                s.spawn(move || (crate::schema::migrate(c.as_mut(), now_micros), c)).join()
+                s.spawn(move || (crate::schema::migrate(c.as_mut(), now_micros), c))
+                    .join()
             })
             .map_err(|_| StoreError::Busy("migration thread panicked".into()))?;
             migrated?;

@@ -27,19 +27,32 @@ impl VerifyReport {
     }
 }
 
-pub(crate) fn verify(c: &mut dyn Conn) -> Result<VerifyReport> {
+/// Checks every tenant (`tenant` empty) or one.
+pub(crate) fn verify(c: &mut dyn Conn, tenant: &str) -> Result<VerifyReport> {
     let count = |c: &mut dyn Conn, sql: &str| -> Result<i64> {
-        Ok(c.query_one(sql, &[])?.map_or(0, |r| r.int(0)))
+        Ok(c.query_one(sql, &[tenant.into()])?.map_or(0, |r| r.int(0)))
     };
     let mut report = VerifyReport {
-        transactions: count(c, "SELECT COUNT(*) FROM txns")?,
-        entries: count(c, "SELECT COUNT(*) FROM entries")?,
-        members: count(c, "SELECT COUNT(*) FROM members")?,
-        lots: count(c, "SELECT COUNT(*) FROM lots")?,
+        transactions: count(
+            c,
+            "SELECT COUNT(*) FROM txns WHERE ($1 = '' OR tenant_id = $1)",
+        )?,
+        entries: count(
+            c,
+            "SELECT COUNT(*) FROM entries WHERE ($1 = '' OR tenant_id = $1)",
+        )?,
+        members: count(
+            c,
+            "SELECT COUNT(*) FROM members WHERE ($1 = '' OR tenant_id = $1)",
+        )?,
+        lots: count(
+            c,
+            "SELECT COUNT(*) FROM lots WHERE ($1 = '' OR tenant_id = $1)",
+        )?,
         ..Default::default()
     };
     report.unbalanced_transactions = c
-        .query("SELECT txn_id FROM entries GROUP BY txn_id HAVING SUM(amount) <> 0 ORDER BY txn_id LIMIT $1", &[SAMPLES.into()])?
+        .query("SELECT txn_id FROM entries WHERE ($2 = '' OR tenant_id = $2) GROUP BY txn_id HAVING SUM(amount) <> 0 ORDER BY txn_id LIMIT $1", &[SAMPLES.into(), tenant.into()])?
         .iter()
         .map(|r| r.int(0))
         .collect();
@@ -52,9 +65,9 @@ pub(crate) fn verify(c: &mut dyn Conn) -> Result<VerifyReport> {
                        SUM(CASE WHEN account = 'pending' THEN amount ELSE 0 END) AS pending
                 FROM entries GROUP BY tenant_id, member_id) e
              ON e.tenant_id = m.tenant_id AND e.member_id = m.id
-             WHERE m.available <> COALESCE(e.available, 0) OR m.pending <> COALESCE(e.pending, 0)
+             WHERE ($2 = '' OR m.tenant_id = $2) AND (m.available <> COALESCE(e.available, 0) OR m.pending <> COALESCE(e.pending, 0))
              ORDER BY m.tenant_id, m.id LIMIT $1",
-            &[SAMPLES.into()],
+            &[SAMPLES.into(), tenant.into()],
         )?
         .iter()
         .map(|r| format!("{}/{}: cached available {} pending {}, entries say {} and {}", r.text(0), r.text(1), r.int(2), r.int(3), r.int(4), r.int(5)))
@@ -70,11 +83,11 @@ pub(crate) fn verify(c: &mut dyn Conn) -> Result<VerifyReport> {
                        SUM(CASE WHEN state = 'pending' THEN remaining ELSE 0 END) AS pending
                 FROM lots WHERE remaining > 0 GROUP BY tenant_id, member_id) l
              ON l.tenant_id = m.tenant_id AND l.member_id = m.id
-             WHERE m.pending <> COALESCE(l.pending, 0)
+             WHERE ($2 = '' OR m.tenant_id = $2) AND (m.pending <> COALESCE(l.pending, 0)
                 OR (m.available >= 0 AND m.available <> COALESCE(l.available, 0))
-                OR (m.available < 0 AND COALESCE(l.available, 0) <> 0)
+                OR (m.available < 0 AND COALESCE(l.available, 0) <> 0))
              ORDER BY m.tenant_id, m.id LIMIT $1",
-            &[SAMPLES.into()],
+            &[SAMPLES.into(), tenant.into()],
         )?
         .iter()
         .map(|r| format!("{}/{}: available {} pending {}, lots hold {} and {}", r.text(0), r.text(1), r.int(2), r.int(3), r.int(4), r.int(5)))
