@@ -151,20 +151,23 @@ impl App {
         Ok(self.store.program(&p.tenant).await?)
     }
 
+    /// Replaces the programme's settings; returns them, the new version, and whether the
+    /// answer is a replay.
     pub async fn put_program(
         &self,
         p: &Principal,
         settings: ProgramSettings,
-    ) -> Result<(ProgramSettings, i64), AppError> {
+        idem: Option<IdemKey>,
+    ) -> Result<(ProgramSettings, i64, bool), AppError> {
         p.admin("changing the programme")?;
         settings
             .validate()
             .map_err(|e| AppError::invalid(e.field, e.reason))?;
-        let version = self
+        let (version, replayed) = self
             .store
-            .put_program(&p.tenant, &settings, &p.actor(), self.now())
+            .put_program(&p.tenant, &settings, &p.actor(), idem, self.now())
             .await?;
-        Ok((settings, version))
+        Ok((settings, version, replayed))
     }
 
     async fn settings(&self, tenant: &str) -> Result<ProgramSettings, AppError> {

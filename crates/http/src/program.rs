@@ -29,9 +29,13 @@ async fn update(
     State(s): State<AppState>,
     Auth(p): Auth,
     w: Write<ProgramSettings>,
-) -> Result<Json<Value>, Problem> {
-    let (settings, version) = s.app.put_program(&p, w.body).await?;
-    Ok(Json(json!({ "settings": settings, "version": version })))
+) -> Result<Response, Problem> {
+    let (settings, version, replayed) = s.app.put_program(&p, w.body, w.idem).await?;
+    Ok(written(
+        StatusCode::OK,
+        json!({ "settings": settings, "version": version }),
+        replayed,
+    ))
 }
 
 async fn list_keys(State(s): State<AppState>, Auth(p): Auth) -> Result<Json<Value>, Problem> {

@@ -201,4 +201,8 @@ impl Conn for PgConn {
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         self.client.batch_execute(sql).map_err(db_err)
     }
+
+    fn is_broken(&self) -> bool {
+        self.client.is_closed()
+    }
 }

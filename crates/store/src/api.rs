@@ -81,16 +81,20 @@ impl Store {
             .await
     }
 
+    /// Replaces the programme's settings; returns the new version (and whether replayed).
     pub async fn put_program(
         &self,
         tenant: &str,
         settings: &ProgramSettings,
         actor: &str,
+        idem: Option<IdemKey>,
         now: i64,
-    ) -> Result<i64> {
+    ) -> Result<(i64, bool)> {
         let (tenant, settings, actor) = (tenant.to_string(), settings.clone(), actor.to_string());
         self.write("", move |c| {
-            crate::tenancy::put_program(c, &tenant, &settings, &actor, now)
+            idem::run(c, &tenant, idem.as_ref(), now, |c| {
+                crate::tenancy::put_program(c, &tenant, &settings, &actor, now)
+            })
         })
         .await
     }

@@ -128,6 +128,11 @@ pub trait Conn: Send {
     /// Runs statements without parameters (schema, BEGIN, COMMIT, SAVEPOINT).
     fn batch(&mut self, sql: &str) -> Result<(), DbError>;
 
+    /// True when the connection is gone for good and must be replaced.
+    fn is_broken(&self) -> bool {
+        false
+    }
+
     fn query_one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }

@@ -106,7 +106,10 @@ impl Store {
             let max_batch = opts.max_batch.max(1);
             std::thread::Builder::new()
                 .name(format!("fidelis-writer-{i}"))
-                .spawn(move || writer_loop(conn, rx, max_batch, &metrics))
+                .spawn({
+                    let backend = backend.clone();
+                    move || writer_loop(conn, &backend, rx, max_batch, &metrics)
+                })
                 .map_err(|e| StoreError::Busy(format!("cannot start writer: {e}")))?;
             writers.push(tx);
         }
@@ -116,7 +119,10 @@ impl Store {
             let rrx = rrx.clone();
             std::thread::Builder::new()
                 .name(format!("fidelis-reader-{i}"))
-                .spawn(move || reader_loop(conn, rrx))
+                .spawn({
+                    let backend = backend.clone();
+                    move || reader_loop(conn, &backend, rrx)
+                })
                 .map_err(|e| StoreError::Busy(format!("cannot start reader: {e}")))?;
         }
         Ok(Store {
@@ -233,9 +239,27 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
-fn reader_loop(mut conn: Box<dyn Conn>, rx: Receiver<ReadJob>) {
+fn reader_loop(mut conn: Box<dyn Conn>, backend: &Arc<dyn Backend>, rx: Receiver<ReadJob>) {
     while let Ok(job) = rx.recv() {
+        revive(&mut conn, backend, true);
         job(conn.as_mut());
+    }
+}
+
+/// Replaces a connection the database dropped (a restart, a failover). If the database is
+/// still away the old one stays, and the next request fails and tries again.
+fn revive(conn: &mut Box<dyn Conn>, backend: &Arc<dyn Backend>, read_only: bool) {
+    if !conn.is_broken() {
+        return;
+    }
+    match backend.connect(read_only) {
+        Ok(fresh) => {
+            tracing::warn!("a database connection was lost; reconnected");
+            *conn = fresh;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a database connection was lost; reconnecting failed")
+        }
     }
 }
 
@@ -244,16 +268,18 @@ const JOB_RETRIES: usize = 3;
 
 fn writer_loop(
     mut conn: Box<dyn Conn>,
+    backend: &Arc<dyn Backend>,
     rx: Receiver<WriteJob>,
     max_batch: usize,
     metrics: &StoreMetrics,
 ) {
-    let c = conn.as_mut();
-    let begin = match c.dialect() {
+    let begin = match conn.dialect() {
         Dialect::Sqlite => "BEGIN IMMEDIATE",
         Dialect::Postgres => "BEGIN",
     };
     while let Ok(first) = rx.recv() {
+        revive(&mut conn, backend, false);
+        let c = conn.as_mut();
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
             match rx.try_recv() {

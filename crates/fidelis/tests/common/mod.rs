@@ -61,35 +61,52 @@ impl Resp {
         self
     }
 
+    /// Checks that this is a problem document of `status` with a non-empty detail.
+    pub fn check_problem(&self, status: u16) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if self.status != status {
+            errors.push(format!("status {} instead of {status}", self.status));
+        }
+        if !self.content_type().starts_with("application/problem+json") {
+            errors.push(format!(
+                "content-type {:?} instead of application/problem+json",
+                self.content_type()
+            ));
+        }
+        if self.body["status"] != json!(self.status) {
+            errors.push("body.status does not repeat the status".into());
+        }
+        for field in ["type", "title", "detail"] {
+            if !self.body[field].as_str().is_some_and(|t| !t.trim().is_empty()) {
+                errors.push(format!("no `{field}`"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} (body: {})", errors.join("; "), self.text))
+        }
+    }
+
     /// Asserts a problem document of `status` with a non-empty detail; returns its body.
     #[track_caller]
     pub fn problem(&self, status: u16) -> &Value {
-        self.expect(status);
-        assert!(
-            self.content_type().starts_with("application/problem+json"),
-            "a {status} must be application/problem+json, got content-type {:?} and body {}",
-            self.content_type(),
-            self.text
-        );
-        assert_eq!(self.body["status"], json!(status), "problem body: {}", self.text);
-        assert!(
-            self.body["type"].as_str().is_some_and(|t| !t.is_empty()),
-            "problem without type: {}",
-            self.text
-        );
-        assert!(
-            self.body["title"].as_str().is_some_and(|t| !t.is_empty()),
-            "problem without title: {}",
-            self.text
-        );
-        assert!(
-            self.body["detail"]
-                .as_str()
-                .is_some_and(|d| !d.trim().is_empty()),
-            "problem without detail: {}",
-            self.text
-        );
+        if let Err(e) = self.check_problem(status) {
+            panic!("expected a {status} problem document: {e}");
+        }
         &self.body
+    }
+
+    /// The fields a validation problem names.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The problem's `type`.
