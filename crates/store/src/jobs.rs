@@ -1,7 +1,8 @@
 //! Background jobs: pending lots mature after the return window; lots expire per the
-//! programme's policy. Each run claims members one at a time (on PostgreSQL with
-//! `FOR UPDATE SKIP LOCKED`, so several nodes share the work without waiting on each other),
-//! and does a bounded amount of work so a run never holds the writer for long.
+//! programme's policy. A run reads a bounded number of due lots, groups them by member, and
+//! claims each member (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so several nodes share the
+//! work without waiting on each other). Lot updates are conditional on the state that was read,
+//! so a lot another node handled in between is skipped, never posted twice.
 
 use crate::conn::Conn;
 use crate::error::Result;
@@ -11,9 +12,10 @@ use chrono::Months;
 use fidelis_core::ledger::{Account, repay_debt};
 use fidelis_core::program::{ExpiryPolicy, ProgramSettings};
 use fidelis_core::time::{add_months, from_micros};
+use std::collections::BTreeMap;
 
-/// Members one job run handles at most, per job kind and tenant.
-pub const MEMBERS_PER_RUN: i64 = 500;
+/// Lots one run reads at most, per job kind and tenant.
+pub const LOTS_PER_RUN: i64 = 2000;
 
 /// Claims a member for a job: locks the row, or skips it when another node holds it.
 fn claim(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<Option<ledger::MemberState>> {
@@ -28,31 +30,62 @@ fn claim(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<Option<ledger::
         }))
 }
 
-/// Matures the pending lots due at `now` of up to [`MEMBERS_PER_RUN`] members.
+/// Due lots as `member → [(lot id, remaining)]`, and whether the read was cut at the limit.
+fn due_lots(
+    c: &mut dyn Conn,
+    sql: &str,
+    tenant: &str,
+    now: i64,
+) -> Result<(BTreeMap<String, Vec<(i64, i64)>>, bool)> {
+    let rows = c.query(sql, &[tenant.into(), now.into(), LOTS_PER_RUN.into()])?;
+    let full = rows.len() as i64 == LOTS_PER_RUN;
+    let mut by_member: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for r in &rows {
+        by_member
+            .entry(r.text(1))
+            .or_default()
+            .push((r.int(0), r.int(2)));
+    }
+    Ok((by_member, full))
+}
+
+/// Matures the pending lots due at `now`; true when more may be due.
 pub(crate) fn mature(
     c: &mut dyn Conn,
     tenant: &str,
     now: i64,
     report: &mut JobReport,
 ) -> Result<bool> {
-    let members: Vec<String> = c
-        .query(
-            "SELECT DISTINCT member_id FROM lots WHERE tenant_id = $1 AND state = 'pending' AND matures_at <= $2 ORDER BY member_id LIMIT $3",
-            &[tenant.into(), now.into(), MEMBERS_PER_RUN.into()],
-        )?
-        .iter()
-        .map(|r| r.text(0))
-        .collect();
-    let full = members.len() as i64 == MEMBERS_PER_RUN;
-    for member in members {
+    let (due, full) = due_lots(
+        c,
+        "SELECT id, member_id, remaining FROM lots WHERE tenant_id = $1 AND state = 'pending' AND matures_at <= $2 LIMIT $3",
+        tenant,
+        now,
+    )?;
+    for (member, lots) in due {
         let Some(state) = claim(c, tenant, &member)? else {
             continue;
         };
-        let lots = c.query(
-            "SELECT id, remaining FROM lots WHERE tenant_id = $1 AND member_id = $2 AND state = 'pending' AND matures_at <= $3 ORDER BY id",
-            &[tenant.into(), member.as_str().into(), now.into()],
-        )?;
-        if lots.is_empty() {
+        let mut entries: Vec<Entry> = Vec::with_capacity(lots.len() * 2);
+        let mut available = state.available;
+        for (id, n) in lots {
+            // A debt (negative balance) is repaid before the lot becomes spendable.
+            let (_, keep) = repay_debt(n, available);
+            let next_state = if keep == 0 { "spent" } else { "available" };
+            let moved = c.execute(
+                "UPDATE lots SET state = $3, remaining = $4 WHERE id = $1 AND state = 'pending' AND remaining = $2",
+                &[id.into(), n.into(), next_state.into(), keep.into()],
+            )?;
+            if moved == 0 {
+                continue;
+            }
+            available += n;
+            entries.push(entry(Account::Pending, Some(id), -n));
+            entries.push(entry(Account::Available, Some(id), n));
+            report.matured_lots += 1;
+            report.matured_points += n;
+        }
+        if entries.is_empty() {
             continue;
         }
         let t = Txn {
@@ -66,29 +99,13 @@ pub(crate) fn mature(
             now,
         };
         let txn_id = ledger::insert_txn(c, &t)?;
-        let mut entries: Vec<Entry> = Vec::with_capacity(lots.len() * 2);
-        let mut available = state.available;
-        for lot in &lots {
-            let (id, n) = (lot.int(0), lot.int(1));
-            // A debt (negative balance) is repaid before the lot becomes spendable.
-            let (_, keep) = repay_debt(n, available);
-            available += n;
-            c.execute(
-                "UPDATE lots SET state = CASE WHEN $2 = 0 THEN 'spent' ELSE 'available' END, remaining = $2 WHERE id = $1",
-                &[id.into(), keep.into()],
-            )?;
-            entries.push(entry(Account::Pending, Some(id), -n));
-            entries.push(entry(Account::Available, Some(id), n));
-            report.matured_lots += 1;
-            report.matured_points += n;
-        }
         ledger::write_entries(c, &t, txn_id, &entries)?;
         report.members_touched += 1;
     }
     Ok(full)
 }
 
-/// Expires what the policy says is due at `now`, for up to [`MEMBERS_PER_RUN`] members.
+/// Expires what the policy says is due at `now`; true when more may be due.
 pub(crate) fn expire(
     c: &mut dyn Conn,
     tenant: &str,
@@ -96,64 +113,42 @@ pub(crate) fn expire(
     now: i64,
     report: &mut JobReport,
 ) -> Result<bool> {
-    let members: Vec<String> = match settings.expiry {
+    let (due, full) = match settings.expiry {
         ExpiryPolicy::None => return Ok(false),
-        ExpiryPolicy::AfterEarning { .. } => c.query(
-            "SELECT DISTINCT member_id FROM lots WHERE tenant_id = $1 AND state = 'available' AND expires_at <= $2 AND remaining > 0 ORDER BY member_id LIMIT $3",
-            &[tenant.into(), now.into(), MEMBERS_PER_RUN.into()],
+        ExpiryPolicy::AfterEarning { .. } => due_lots(
+            c,
+            "SELECT id, member_id, remaining FROM lots WHERE tenant_id = $1 AND state = 'available' AND remaining > 0 AND expires_at <= $2 LIMIT $3",
+            tenant,
+            now,
         )?,
-        ExpiryPolicy::Inactivity { months } => {
-            // A coarse cut (a few days of slack for month lengths) picks candidates; the
-            // exact test, last activity + months <= now, is made per member below.
-            let cutoff = from_micros(now)
-                .checked_sub_months(Months::new(months))
-                .map_or(i64::MIN, |t| t.timestamp_micros() + 4 * 86_400_000_000);
-            c.query(
-                "SELECT id FROM members WHERE tenant_id = $1 AND available > 0 AND last_activity_at IS NOT NULL AND last_activity_at <= $2 ORDER BY last_activity_at LIMIT $3",
-                &[tenant.into(), cutoff.into(), (MEMBERS_PER_RUN * 4).into()],
-            )?
-        }
-    }
-    .iter()
-    .map(|r| r.text(0))
-    .collect();
-    let full = members.len() as i64 >= MEMBERS_PER_RUN;
-    let mut handled = 0;
-    for member in members {
-        if handled >= MEMBERS_PER_RUN {
-            break;
-        }
-        let Some(_) = claim(c, tenant, &member)? else {
+        ExpiryPolicy::Inactivity { months } => inactive_lots(c, tenant, months, now)?,
+    };
+    let reason = match settings.expiry {
+        ExpiryPolicy::Inactivity { months } => format!("no activity for {months} months"),
+        _ => "points reached their expiry date".to_string(),
+    };
+    for (member, lots) in due {
+        if claim(c, tenant, &member)?.is_none() {
             continue;
-        };
-        let lots = match settings.expiry {
-            ExpiryPolicy::AfterEarning { .. } => c.query(
-                "SELECT id, remaining FROM lots WHERE tenant_id = $1 AND member_id = $2 AND state = 'available' AND expires_at <= $3 AND remaining > 0 ORDER BY id",
-                &[tenant.into(), member.as_str().into(), now.into()],
-            )?,
-            ExpiryPolicy::Inactivity { months } => {
-                let last = c
-                    .query_one("SELECT last_activity_at FROM members WHERE tenant_id = $1 AND id = $2", &[tenant.into(), member.as_str().into()])?
-                    .and_then(|r| r.opt_int(0));
-                let due = last.is_some_and(|l| add_months(from_micros(l), months).timestamp_micros() <= now);
-                if !due {
-                    continue;
-                }
-                c.query(
-                    "SELECT id, remaining FROM lots WHERE tenant_id = $1 AND member_id = $2 AND state = 'available' AND remaining > 0 ORDER BY id",
-                    &[tenant.into(), member.as_str().into()],
-                )?
+        }
+        let mut entries: Vec<Entry> = Vec::with_capacity(lots.len() + 1);
+        let mut total = 0;
+        for (id, n) in lots {
+            let taken = c.execute(
+                "UPDATE lots SET remaining = 0, state = 'expired' WHERE id = $1 AND state = 'available' AND remaining = $2",
+                &[id.into(), n.into()],
+            )?;
+            if taken == 0 {
+                continue;
             }
-            ExpiryPolicy::None => vec![],
-        };
-        if lots.is_empty() {
+            entries.push(entry(Account::Available, Some(id), -n));
+            total += n;
+            report.expired_lots += 1;
+        }
+        if total == 0 {
             continue;
         }
-        handled += 1;
-        let reason = match settings.expiry {
-            ExpiryPolicy::Inactivity { months } => format!("no activity for {months} months"),
-            _ => "points reached their expiry date".to_string(),
-        };
+        entries.push(entry(Account::Expired, None, total));
         let t = Txn {
             tenant,
             member: &member,
@@ -165,19 +160,45 @@ pub(crate) fn expire(
             now,
         };
         let txn_id = ledger::insert_txn(c, &t)?;
-        let mut entries: Vec<Entry> = Vec::with_capacity(lots.len() + 1);
-        let mut total = 0;
-        for lot in &lots {
-            let (id, n) = (lot.int(0), lot.int(1));
-            ledger::take_lot(c, id, n, "expired")?;
-            entries.push(entry(Account::Available, Some(id), -n));
-            total += n;
-            report.expired_lots += 1;
-        }
-        entries.push(entry(Account::Expired, None, total));
         ledger::write_entries(c, &t, txn_id, &entries)?;
         report.expired_points += total;
         report.members_touched += 1;
     }
     Ok(full)
+}
+
+/// Members whose last activity is `months` or more before `now`, with their available lots.
+fn inactive_lots(
+    c: &mut dyn Conn,
+    tenant: &str,
+    months: u32,
+    now: i64,
+) -> Result<(BTreeMap<String, Vec<(i64, i64)>>, bool)> {
+    // A coarse cut (a few days of slack for month lengths) picks candidates; the exact test,
+    // last activity + months <= now, is made per member.
+    let cutoff = from_micros(now)
+        .checked_sub_months(Months::new(months))
+        .map_or(i64::MIN, |t| t.timestamp_micros() + 4 * 86_400_000_000);
+    let candidates = c.query(
+        "SELECT id, last_activity_at FROM members WHERE tenant_id = $1 AND available > 0 AND last_activity_at IS NOT NULL AND last_activity_at <= $2 ORDER BY last_activity_at LIMIT $3",
+        &[tenant.into(), cutoff.into(), LOTS_PER_RUN.into()],
+    )?;
+    let full = candidates.len() as i64 == LOTS_PER_RUN;
+    let mut by_member = BTreeMap::new();
+    for m in &candidates {
+        let due = add_months(from_micros(m.int(1)), months).timestamp_micros() <= now;
+        if !due {
+            continue;
+        }
+        let lots: Vec<(i64, i64)> = c
+            .query(
+                "SELECT id, remaining FROM lots WHERE tenant_id = $1 AND member_id = $2 AND remaining > 0 AND state = 'available' ORDER BY id",
+                &[tenant.into(), m.text(0).as_str().into()],
+            )?
+            .iter()
+            .map(|r| (r.int(0), r.int(1)))
+            .collect();
+        by_member.insert(m.text(0), lots);
+    }
+    Ok((by_member, full))
 }

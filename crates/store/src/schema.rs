@@ -126,8 +126,8 @@ CREATE TABLE lots (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX lots_open_by_member ON lots (tenant_id, member_id) WHERE remaining > 0;
-CREATE INDEX lots_maturing ON lots (matures_at) WHERE state = 'pending';
-CREATE INDEX lots_expiring ON lots (expires_at) WHERE state = 'available';
+CREATE INDEX lots_maturing ON lots (tenant_id, matures_at) WHERE state = 'pending';
+CREATE INDEX lots_expiring ON lots (tenant_id, expires_at) WHERE state = 'available' AND remaining > 0;
 CREATE TABLE idempotency (
     tenant_id TEXT NOT NULL,
     key TEXT NOT NULL,
