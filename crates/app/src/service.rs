@@ -4,7 +4,8 @@ use crate::clock::Clock;
 use crate::error::AppError;
 use crate::inputs::{AdjustmentInput, MemberInput};
 use fidelis_core::ProgramSettings;
-use fidelis_core::earn::{BaseEarner, EarnContext, Earner};
+use fidelis_core::earn::{Award, BaseEarner, EarnContext, Earner, MemberFacts, Trigger};
+use fidelis_core::event::MemberKey;
 use fidelis_core::event::{CustomInput, PurchaseInput, RefundInput};
 use fidelis_store::model::*;
 use fidelis_store::{IdemKey, LookupBy, Store, VerifyReport};
@@ -80,7 +81,7 @@ impl Principal {
 pub struct App {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
-    earner: Arc<dyn Earner>,
+    earners: Vec<Arc<dyn Earner>>,
 }
 
 impl App {
@@ -88,13 +89,15 @@ impl App {
         App {
             store,
             clock,
-            earner: Arc::new(BaseEarner),
+            earners: vec![Arc::new(BaseEarner)],
         }
     }
 
     /// Replaces the earning engine (the rules engine plugs in here).
+    /// Adds an earner after the ones already there (the rules engine and tier multipliers plug
+    /// in here); each event's awards are every earner's awards, in order.
     pub fn with_earner(mut self, earner: Arc<dyn Earner>) -> App {
-        self.earner = earner;
+        self.earners.push(earner);
         self
     }
 
@@ -168,6 +171,18 @@ impl App {
             .put_program(&p.tenant, &settings, &p.actor(), idem, self.now())
             .await?;
         Ok((settings, version, replayed))
+    }
+
+    async fn facts(&self, tenant: &str, key: &MemberKey) -> Result<MemberFacts, AppError> {
+        Ok(self
+            .store
+            .member_facts(tenant, key)
+            .await?
+            .unwrap_or_default())
+    }
+
+    fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
+        self.earners.iter().flat_map(|e| e.awards(ctx)).collect()
     }
 
     async fn settings(&self, tenant: &str) -> Result<ProgramSettings, AppError> {
@@ -245,10 +260,12 @@ impl App {
         p.can_write_events("recording purchases")?;
         let settings = self.settings(&p.tenant).await?;
         let purchase = input.validate(&settings, self.clock.now())?;
-        let awards = self.earner.awards(&EarnContext {
+        let member = self.facts(&p.tenant, &purchase.member).await?;
+        let awards = self.awards(&EarnContext {
             program: &settings,
-            purchase: &purchase,
-            member_order_count: 0,
+            event: Trigger::Purchase(&purchase),
+            member: &member,
+            now: self.clock.now(),
         });
         Ok(self
             .store
@@ -280,10 +297,17 @@ impl App {
         p.can_write_events("recording events")?;
         let settings = self.settings(&p.tenant).await?;
         let event = input.validate(self.clock.now())?;
-        // Custom events earn through rules only; the base rate applies to purchases.
+        // The base rate applies to purchases only; custom events earn through other earners.
+        let member = self.facts(&p.tenant, &event.member).await?;
+        let awards = self.awards(&EarnContext {
+            program: &settings,
+            event: Trigger::Custom(&event),
+            member: &member,
+            now: self.clock.now(),
+        });
         Ok(self
             .store
-            .custom(&p.tenant, event, Vec::new(), settings, idem, self.now())
+            .custom(&p.tenant, event, awards, settings, idem, self.now())
             .await?)
     }
 

@@ -2,8 +2,9 @@
 //! through [`Earner`]: it sees the same context and returns more awards, each naming its source,
 //! so refunds can later claw back exactly what each source gave.
 
-use crate::event::Purchase;
+use crate::event::{Custom, Purchase};
 use crate::program::{ProgramSettings, RATE_SCALE, Rounding};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// One line of a purchase's breakdown: who gave how many points, and why.
@@ -17,25 +18,50 @@ pub struct Award {
     pub description: String,
 }
 
-/// What an earner sees. Member facts are the ones loaded with the member; later issues add to
-/// this struct, not to the earner signature.
-pub struct EarnContext<'a> {
-    pub program: &'a ProgramSettings,
-    pub purchase: &'a Purchase,
-    pub member_order_count: i64,
+/// What is known of the member when an event is evaluated: a snapshot read before the write,
+/// so earning rules run outside the write transaction. A member enrolled by this very event
+/// has the default (empty) facts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberFacts {
+    pub id: Option<String>,
+    pub tier: Option<String>,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub order_count: i64,
+    pub lifetime_spend_minor: i64,
+    pub enrolled_at: Option<DateTime<Utc>>,
+    pub birth_date: Option<NaiveDate>,
 }
 
-/// The seam for earning beyond the base rate (rules, tier multipliers, campaigns).
+/// The event an earner evaluates.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger<'a> {
+    Purchase(&'a Purchase),
+    Custom(&'a Custom),
+}
+
+/// What an earner sees. Later capabilities add fields here, not to the earner signature.
+pub struct EarnContext<'a> {
+    pub program: &'a ProgramSettings,
+    pub event: Trigger<'a>,
+    pub member: &'a MemberFacts,
+    pub now: DateTime<Utc>,
+}
+
+/// The seam for earning beyond the base rate (rules, tier multipliers, campaigns). The
+/// application chains earners and records every award with its source.
 pub trait Earner: Send + Sync {
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award>;
 }
 
-/// The programme's base rate and nothing else.
+/// The programme's base rate on purchases, and nothing else.
 pub struct BaseEarner;
 
 impl Earner for BaseEarner {
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
-        let points = base_points(ctx.program, ctx.purchase.total.minor);
+        let Trigger::Purchase(purchase) = ctx.event else {
+            return Vec::new();
+        };
+        let points = base_points(ctx.program, purchase.total.minor);
         vec![Award {
             source: "base".into(),
             rule_version: None,
@@ -45,7 +71,7 @@ impl Earner for BaseEarner {
                 ctx.program.earn_rate,
                 ctx.program.points_name,
                 ctx.program.currency,
-                ctx.purchase.total.to_decimal()
+                purchase.total.to_decimal()
             ),
         }]
     }

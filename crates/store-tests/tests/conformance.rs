@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use fidelis_core::ProgramSettings;
-use fidelis_core::earn::{BaseEarner, EarnContext, Earner};
+use fidelis_core::earn::{BaseEarner, EarnContext, Earner, MemberFacts, Trigger};
 use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput, RefundInput};
 use fidelis_core::program::{ExpiryPolicy, RefundPolicy};
 use fidelis_store::model::MemberFields;
@@ -98,8 +98,9 @@ async fn buy(
         .expect("valid purchase");
     let awards = BaseEarner.awards(&EarnContext {
         program: s,
-        purchase: &p,
-        member_order_count: 0,
+        event: Trigger::Purchase(&p),
+        member: &MemberFacts::default(),
+        now: at,
     });
     store
         .purchase(T, p, awards, s.clone(), None, us(at))

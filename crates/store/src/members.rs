@@ -216,3 +216,30 @@ pub(crate) fn resolve(
         }
     }
 }
+
+/// What earning rules may know of the member an event names, if enrolled.
+pub(crate) fn facts(
+    c: &mut dyn Conn,
+    tenant: &str,
+    key: &MemberKey,
+) -> Result<Option<fidelis_core::earn::MemberFacts>> {
+    let (column, value) = match key {
+        MemberKey::Id(id) => ("id", id),
+        MemberKey::ExternalId(e) => ("external_id", e),
+    };
+    let row = c.query_one(
+        &format!("SELECT id, attributes, order_count, lifetime_spend_minor, created_at, birth_date FROM members WHERE tenant_id = $1 AND {column} = $2"),
+        &[tenant.into(), value.into()],
+    )?;
+    Ok(row.map(|r| fidelis_core::earn::MemberFacts {
+        id: Some(r.text(0)),
+        tier: None,
+        attributes: serde_json::from_str(&r.text(1)).unwrap_or_default(),
+        order_count: r.int(2),
+        lifetime_spend_minor: r.int(3),
+        enrolled_at: Some(fidelis_core::time::from_micros(r.int(4))),
+        birth_date: r
+            .opt_text(5)
+            .and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
+    }))
+}
