@@ -2,6 +2,7 @@
 //! checks on their input, and the calls into the store. Handlers parse, call one method of
 //! [`App`], and map its result; this crate knows no status codes.
 
+mod cache;
 mod clock;
 mod error;
 mod inputs;

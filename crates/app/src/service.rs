@@ -82,6 +82,7 @@ pub struct App {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     earners: Vec<Arc<dyn Earner>>,
+    programs: Arc<crate::cache::ProgramCache>,
 }
 
 impl App {
@@ -90,6 +91,7 @@ impl App {
             store,
             clock,
             earners: vec![Arc::new(BaseEarner)],
+            programs: Arc::default(),
         }
     }
 
@@ -170,6 +172,7 @@ impl App {
             .store
             .put_program(&p.tenant, &settings, &p.actor(), idem, self.now())
             .await?;
+        self.programs.forget(&p.tenant);
         Ok((settings, version, replayed))
     }
 
@@ -186,7 +189,12 @@ impl App {
     }
 
     async fn settings(&self, tenant: &str) -> Result<ProgramSettings, AppError> {
-        Ok(self.store.program(tenant).await?.0)
+        if let Some(s) = self.programs.get(tenant) {
+            return Ok(s);
+        }
+        let s = self.store.program(tenant).await?.0;
+        self.programs.put(tenant, s.clone());
+        Ok(s)
     }
 
     pub async fn create_member(

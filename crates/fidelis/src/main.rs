@@ -1,6 +1,7 @@
 //! `fidelis`: the one binary. Sub-commands serve the API, run the demo, migrate, create keys,
 //! run jobs once, verify a ledger, and simulate a retailer.
 
+mod bench;
 mod db;
 mod seed;
 mod serve;
@@ -76,6 +77,32 @@ enum Command {
     Verify {
         #[command(flatten)]
         db: DbArg,
+    },
+    /// Measure: load members, start a server, drive it over HTTP (or in-process) and print
+    /// throughput and latency per operation.
+    Bench {
+        /// sqlite://file or postgres://... (default: a fresh SQLite file in the temp folder;
+        /// on PostgreSQL a fresh schema is used)
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 15)]
+        duration_secs: u64,
+        /// Share of balance reads among operations (0 to 1).
+        #[arg(long, default_value_t = 0.2)]
+        read_share: f64,
+        /// Aim for this many operations per second in all (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Drive the use cases in this process, without HTTP.
+        #[arg(long)]
+        inprocess: bool,
+        /// Write the JSON report here ("-": standard output).
+        #[arg(long)]
+        json: Option<String>,
     },
     /// Make a simulated retailer's history; print it as NDJSON or feed it into a tenant.
     Simulate {
@@ -212,6 +239,31 @@ async fn main() -> anyhow::Result<()> {
                 report.transactions, report.entries, report.members, report.lots
             );
             Ok(())
+        }
+        Command::Bench {
+            database_url,
+            members,
+            connections,
+            duration_secs,
+            read_share,
+            rate,
+            inprocess,
+            json,
+        } => {
+            if !(0.0..=1.0).contains(&read_share) {
+                bail!("--read-share must be between 0 and 1");
+            }
+            bench::run(bench::BenchOptions {
+                database_url,
+                members,
+                connections: connections.max(1),
+                duration_secs,
+                read_share,
+                rate,
+                inprocess,
+                json_out: json,
+            })
+            .await
         }
         Command::Simulate {
             members,

@@ -49,7 +49,6 @@ CREATE TABLE members (
 );
 CREATE UNIQUE INDEX members_by_external_id ON members (tenant_id, external_id) WHERE external_id IS NOT NULL;
 CREATE UNIQUE INDEX members_by_email ON members (tenant_id, email) WHERE email IS NOT NULL;
-CREATE INDEX members_by_activity ON members (tenant_id, last_activity_at);
 CREATE TABLE events (
     id {ID},
     tenant_id TEXT NOT NULL,
@@ -110,7 +109,6 @@ CREATE TABLE entries (
     amount BIGINT NOT NULL
 );
 CREATE INDEX entries_by_txn ON entries (txn_id);
-CREATE INDEX entries_by_member ON entries (tenant_id, member_id, account);
 CREATE TABLE lots (
     id {ID},
     tenant_id TEXT NOT NULL,

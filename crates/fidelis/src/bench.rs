@@ -1,0 +1,490 @@
+//! `fidelis bench`: loads a database with simulated members, starts `fidelis serve` as a child
+//! process, and drives it over HTTP on loopback from this process with N keep-alive
+//! connections (or, `--mode inprocess`, drives the use cases directly to isolate the engine's
+//! cost). Prints throughput and p50/p99/p99.9 latency per operation, as a table and as JSON.
+//! Measures; asserts nothing.
+
+use crate::db;
+use anyhow::{Context, bail};
+use chrono::Utc;
+use fidelis_app::{App, MemberInput, Principal, Scope, SystemClock};
+use fidelis_core::ProgramSettings;
+use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput};
+use fidelis_core::program::ExpiryPolicy;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub database_url: Option<String>,
+    pub members: usize,
+    pub connections: usize,
+    pub duration_secs: u64,
+    /// Share of operations that are balance reads (the rest are purchases).
+    pub read_share: f64,
+    /// Total operations per second to aim for (0: as fast as possible).
+    pub rate: u64,
+    pub inprocess: bool,
+    pub json_out: Option<String>,
+}
+
+/// Latencies of one operation kind, in microseconds.
+#[derive(Default)]
+struct Samples {
+    ok: Vec<u32>,
+    failed: u64,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[idx.min(sorted.len() - 1)]) / 1000.0
+}
+
+fn tenant_settings() -> ProgramSettings {
+    // Points available at once and never expiring: the benchmark measures the write path, not
+    // jobs.
+    ProgramSettings {
+        pending_days: 0,
+        expiry: ExpiryPolicy::None,
+        ..ProgramSettings::default()
+    }
+}
+
+const TENANT: &str = "bench";
+
+/// Creates the tenant, a key and `n` members through the use cases; returns member ids.
+async fn load(url: &str, n: usize) -> anyhow::Result<(Vec<String>, String, f64)> {
+    let store = db::open(url, Utc::now().timestamp_micros())?;
+    let app = App::new(store.clone(), Arc::new(SystemClock));
+    store
+        .ensure_tenant(
+            TENANT,
+            TENANT,
+            &tenant_settings(),
+            Utc::now().timestamp_micros(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_, key) = app
+        .bootstrap_key(TENANT, Scope::Admin, Some("bench"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let who = Principal {
+        tenant: TENANT.into(),
+        key_id: "bench".into(),
+        scope: Scope::Admin,
+    };
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        while set.len() >= 512 {
+            if let Some(r) = set.join_next().await {
+                ids.push(r??);
+            }
+        }
+        let (app, who) = (app.clone(), who.clone());
+        set.spawn(async move {
+            let input = MemberInput {
+                external_id: Some(format!("cust-{i:08}")),
+                email: Some(format!("shopper{i}@example.com")),
+                ..Default::default()
+            };
+            app.create_member(&who, input, None)
+                .await
+                .map(|(m, _)| m.id)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        ids.push(r??);
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok((ids, key, rate))
+}
+
+fn purchase_body(member: &str, order: &str, seq: u64) -> PurchaseInput {
+    let price = 500 + (seq % 97) * 73;
+    let qty = 1 + (seq % 3) as i64;
+    let lines = vec![
+        LineInput {
+            sku: format!("sku-{}", seq % 120),
+            category: Some(["shoes", "beauty", "home", "grocery"][(seq % 4) as usize].into()),
+            quantity: qty,
+            unit_price: fidelis_core::money::format_minor(price as i64, 2),
+        },
+        LineInput {
+            sku: "bag-1".into(),
+            category: Some("accessories".into()),
+            quantity: 1,
+            unit_price: "2.50".into(),
+        },
+    ];
+    let total = price as i64 * qty + 250;
+    PurchaseInput {
+        member: MemberRef {
+            id: Some(member.to_string()),
+            external_id: None,
+        },
+        order_id: order.to_string(),
+        occurred_at: None,
+        channel: if seq % 4 == 0 {
+            Channel::Web
+        } else {
+            Channel::Pos
+        },
+        store_id: Some(format!("store-{:02}", seq % 8)),
+        currency: "EUR".into(),
+        total: fidelis_core::money::format_minor(total, 2),
+        lines,
+    }
+}
+
+/// A minimal HTTP/1.1 keep-alive client: enough for Fidelis's own JSON answers, which always
+/// carry a Content-Length, with no allocation beyond the buffers.
+struct Http {
+    stream: BufReader<TcpStream>,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Http {
+    async fn connect(addr: &str) -> anyhow::Result<Http> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Http {
+            stream: BufReader::new(s),
+            head: String::with_capacity(512),
+            body: Vec::with_capacity(4096),
+        })
+    }
+
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<u16> {
+        self.head.clear();
+        use std::fmt::Write as _;
+        let len = body.map_or(0, <[u8]>::len);
+        let _ = write!(
+            self.head,
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        );
+        let s = self.stream.get_mut();
+        s.write_all(self.head.as_bytes()).await?;
+        if let Some(b) = body {
+            s.write_all(b).await?;
+        }
+        self.head.clear();
+        self.stream.read_line(&mut self.head).await?;
+        let status: u16 = self
+            .head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("bad status line")?;
+        let mut content_length = 0usize;
+        loop {
+            self.head.clear();
+            if self.stream.read_line(&mut self.head).await? == 0 {
+                bail!("connection closed");
+            }
+            let line = self.head.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        self.body.resize(content_length, 0);
+        self.stream.read_exact(&mut self.body).await?;
+        Ok(status)
+    }
+}
+
+struct Shared {
+    members: Vec<String>,
+    key: String,
+    deadline: Instant,
+    read_share: f64,
+    /// Microseconds between two operations of one connection when paced.
+    pace_us: u64,
+    seq: AtomicU64,
+}
+
+enum Driver {
+    Http(String),
+    InProcess(App),
+}
+
+async fn connection(
+    driver: Arc<Driver>,
+    shared: Arc<Shared>,
+    conn_no: usize,
+) -> anyhow::Result<(Samples, Samples)> {
+    let (mut purchases, mut reads) = (Samples::default(), Samples::default());
+    let mut http = match &*driver {
+        Driver::Http(addr) => Some(Http::connect(addr).await?),
+        Driver::InProcess(_) => None,
+    };
+    let who = Principal {
+        tenant: TENANT.into(),
+        key_id: "bench".into(),
+        scope: Scope::Admin,
+    };
+    let mut next = Instant::now();
+    let mut rng_state = (conn_no as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rand = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    while Instant::now() < shared.deadline {
+        if shared.pace_us > 0 {
+            next += Duration::from_micros(shared.pace_us);
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let member = &shared.members[(rand() % shared.members.len() as u64) as usize];
+        let is_read = (rand() % 10_000) as f64 / 10_000.0 < shared.read_share;
+        let started = Instant::now();
+        let ok = if is_read {
+            match (&mut http, &*driver) {
+                (Some(h), _) => {
+                    h.call(
+                        "GET",
+                        &format!("/api/v1/members/{member}/balance"),
+                        &shared.key,
+                        None,
+                    )
+                    .await?
+                        == 200
+                }
+                (None, Driver::InProcess(app)) => app.balance(&who, member).await.is_ok(),
+                _ => false,
+            }
+        } else {
+            let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+            let input = purchase_body(member, &format!("b{conn_no}-{seq}"), seq);
+            match (&mut http, &*driver) {
+                (Some(h), _) => {
+                    let body = serde_json::to_vec(&input)?;
+                    h.call("POST", "/api/v1/events/purchase", &shared.key, Some(&body))
+                        .await?
+                        == 201
+                }
+                (None, Driver::InProcess(app)) => app.purchase(&who, input, None).await.is_ok(),
+                _ => false,
+            }
+        };
+        let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        let s = if is_read { &mut reads } else { &mut purchases };
+        if ok {
+            s.ok.push(us);
+        } else {
+            s.failed += 1;
+        }
+    }
+    Ok((purchases, reads))
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+struct Child(tokio::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // The server is ours; if it already exited there is nothing to kill.
+        let _ = self.0.start_kill();
+    }
+}
+
+pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
+    let (url, kind) = match &o.database_url {
+        Some(u) if u.starts_with("postgres") => {
+            let sep = if u.contains('?') { '&' } else { '?' };
+            (
+                format!("{u}{sep}schema={}", fidelis_store::random_id("bench_", 10)),
+                "postgres",
+            )
+        }
+        Some(u) => (u.clone(), "sqlite"),
+        None => {
+            let path = std::env::temp_dir().join("fidelis-bench.db");
+            for suffix in ["", "-wal", "-shm"] {
+                // A fresh file each run; absent files are fine.
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            (format!("sqlite://{}", path.display()), "sqlite")
+        }
+    };
+    eprintln!("loading {} members into {kind}...", o.members);
+    let (members, key, load_rate) = load(&url, o.members).await?;
+    eprintln!("loaded {} members at {load_rate:.0}/s", members.len());
+
+    let mut child = None;
+    let mut startup_ms = 0.0;
+    let driver = if o.inprocess {
+        let store = db::open(&url, Utc::now().timestamp_micros())?;
+        Arc::new(Driver::InProcess(App::new(store, Arc::new(SystemClock))))
+    } else {
+        let exe = std::env::current_exe()?;
+        let started = Instant::now();
+        let mut c = tokio::process::Command::new(exe)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &url,
+                "--jobs-interval-secs",
+                "0",
+            ])
+            .env("FIDELIS_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = c.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next_line()
+                .await?
+                .context("server exited before listening")?;
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                break a.to_string();
+            }
+        };
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0;
+        child = Some(Child(c));
+        Arc::new(Driver::Http(addr))
+    };
+
+    let per_conn_pace = if o.rate > 0 {
+        1_000_000 * o.connections as u64 / o.rate
+    } else {
+        0
+    };
+    let shared = Arc::new(Shared {
+        members,
+        key,
+        deadline: Instant::now() + Duration::from_secs(o.duration_secs),
+        read_share: o.read_share,
+        pace_us: per_conn_pace,
+        seq: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for i in 0..o.connections {
+        set.spawn(connection(driver.clone(), shared.clone(), i));
+    }
+    let (mut purchases, mut reads) = (Samples::default(), Samples::default());
+    while let Some(r) = set.join_next().await {
+        let (p, r) = r??;
+        purchases.ok.extend(p.ok);
+        purchases.failed += p.failed;
+        reads.ok.extend(r.ok);
+        reads.failed += r.failed;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let server_rss = child.as_ref().and_then(|c| c.0.id()).and_then(rss_mb);
+    drop(child);
+
+    let mut rows = Vec::new();
+    println!(
+        "\nfidelis bench — {kind}, {} mode, {} members, {} connections, {secs:.1} s{}",
+        if o.inprocess { "in-process" } else { "HTTP" },
+        shared.members.len(),
+        o.connections,
+        if o.rate > 0 {
+            format!(", paced at {} ops/s", o.rate)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "{:<10} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}",
+        "operation", "ok", "per second", "p50 ms", "p99 ms", "p99.9 ms", "failed"
+    );
+    for (name, s) in [("purchase", &mut purchases), ("balance", &mut reads)] {
+        s.ok.sort_unstable();
+        let row = json!({
+            "operation": name,
+            "ok": s.ok.len(),
+            "failed": s.failed,
+            "per_second": s.ok.len() as f64 / secs,
+            "p50_ms": percentile(&s.ok, 0.50),
+            "p99_ms": percentile(&s.ok, 0.99),
+            "p999_ms": percentile(&s.ok, 0.999),
+        });
+        println!(
+            "{:<10} {:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9}",
+            name,
+            s.ok.len(),
+            s.ok.len() as f64 / secs,
+            percentile(&s.ok, 0.5),
+            percentile(&s.ok, 0.99),
+            percentile(&s.ok, 0.999),
+            s.failed
+        );
+        rows.push(row);
+    }
+    let store = db::open(&url, Utc::now().timestamp_micros())?;
+    let ledger = store
+        .verify_tenant(TENANT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "ledger: {} entries, {} transactions, verified {}",
+        ledger.entries,
+        ledger.transactions,
+        if ledger.ok() { "ok" } else { "BROKEN" }
+    );
+    if let Some(mb) = server_rss {
+        println!(
+            "server memory (RSS) at the end: {mb:.0} MB; start-up to listening: {startup_ms:.0} ms"
+        );
+    }
+    let report = json!({
+        "database": kind,
+        "mode": if o.inprocess { "inprocess" } else { "http" },
+        "members": shared.members.len(),
+        "connections": o.connections,
+        "seconds": secs,
+        "rate_target": o.rate,
+        "member_load_per_second": load_rate,
+        "operations": rows,
+        "ledger_entries": ledger.entries,
+        "ledger_ok": ledger.ok(),
+        "server_rss_mb": server_rss,
+        "startup_ms": startup_ms,
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    match &o.json_out {
+        Some(path) if path == "-" => println!("{text}"),
+        Some(path) => std::fs::write(path, text)?,
+        None => println!("{}", serde_json::to_string(&report)?),
+    }
+    Ok(())
+}
