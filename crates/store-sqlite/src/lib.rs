@@ -73,7 +73,7 @@ impl Backend for Sqlite {
         let pragmas = if read_only {
             "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;"
         } else {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -32000; PRAGMA wal_autocheckpoint = 4000;"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -64000; PRAGMA wal_autocheckpoint = 4000; PRAGMA temp_store = MEMORY;"
         };
         conn.execute_batch(pragmas).map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(256);

@@ -5,10 +5,10 @@
 use crate::conn::Conn;
 use crate::error::{Result, StoreError};
 use crate::ledger::{self, Entry, NewLot, Txn, entry, expiry_for, lock_member, ts};
-use crate::model::{CustomOutcome, PurchaseOutcome, RefundOutcome};
+use crate::model::{BalanceNow, CustomOutcome, PurchaseOutcome, RefundOutcome};
 use fidelis_core::earn::Award;
 use fidelis_core::event::{Custom, Line, Purchase, Refund, RefundWhat, price_refund_lines};
-use fidelis_core::ledger::{Account, clawback_target, plan_clawback};
+use fidelis_core::ledger::{Account, clawback_target, plan_clawback, repay_debt};
 use fidelis_core::program::ProgramSettings;
 use fidelis_core::time::add_days;
 
@@ -29,9 +29,10 @@ pub(crate) fn purchase(
     settings: &ProgramSettings,
     now: i64,
 ) -> Result<PurchaseOutcome> {
-    let (member, enrolled) =
-        crate::members::resolve(c, tenant, &p.member, settings.auto_enroll, now)?;
-    // Claim the order id first: a concurrent resend waits on this row, then sees it.
+    // The member's row is locked first (and its balances read), then the order id claimed: a
+    // concurrent resend waits on the member, then finds the order.
+    let (member, state, enrolled) =
+        crate::members::resolve_locked(c, tenant, &p.member, settings.auto_enroll, now)?;
     let lines_json = to_json(&p.lines)?;
     let claimed = c.execute(
         "INSERT INTO orders (tenant_id, order_id, member_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines) VALUES ($1, $2, $3, $4, $5, 0, 0, 0, '[]') ON CONFLICT DO NOTHING",
@@ -48,8 +49,6 @@ pub(crate) fn purchase(
         first.duplicate = true;
         return Ok(first);
     }
-    let state = lock_member(c, tenant, &member)?
-        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
     let occurred = p.occurred_at.timestamp_micros();
     let payload =
         serde_json::json!({ "lines": p.lines, "total": p.total.to_decimal() }).to_string();
@@ -64,7 +63,7 @@ pub(crate) fn purchase(
     let matures = add_days(p.occurred_at, settings.pending_days).timestamp_micros();
     let pending = settings.pending_days > 0 && matures > now;
     let expires_at = expiry_for(settings, occurred);
-    let mut debt_repaid = 0;
+    let (mut debt_repaid, mut d_avail, mut d_pending) = (0, 0, 0);
     if points > 0 {
         let reason = format!("purchase {}", p.order_id);
         let t = Txn {
@@ -78,37 +77,44 @@ pub(crate) fn purchase(
             now,
         };
         let txn_id = ledger::insert_txn(c, &t)?;
+        // Points credited to `available` repay a debt (negative balance) before they become a
+        // lot; pending points repay it when they mature.
+        let (repaid, keep) = if pending {
+            (0, points)
+        } else {
+            repay_debt(points, state.available)
+        };
+        debt_repaid = repaid;
         let lot = NewLot {
             order_id: Some(&p.order_id),
             pending,
             amount: points,
-            remaining: points,
+            remaining: keep,
             earned_at: occurred,
             matures_at: Some(matures),
             expires_at,
         };
-        if pending {
-            let lot_id = ledger::insert_lot(c, &t, txn_id, &lot)?;
-            ledger::write_entries(
-                c,
-                &t,
-                txn_id,
-                &[
-                    entry(Account::Pending, Some(lot_id), points),
-                    entry(Account::Issued, None, -points),
-                ],
-            )?;
+        let lot_id = ledger::insert_lot(c, &t, txn_id, &lot)?;
+        let account = if pending {
+            Account::Pending
         } else {
-            debt_repaid =
-                ledger::credit_available(c, &t, txn_id, state, points, Account::Issued, lot)?;
-        }
+            Account::Available
+        };
+        (d_avail, d_pending) = ledger::insert_entries(
+            c,
+            &t,
+            txn_id,
+            &[
+                entry(account, Some(lot_id), points),
+                entry(Account::Issued, None, -points),
+            ],
+        )?;
     }
+    // One update of the member row: balances, counters and last activity together.
     c.execute(
-        "UPDATE members SET lifetime_earned = lifetime_earned + $3, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $4 WHERE tenant_id = $1 AND id = $2",
-        &[tenant.into(), member.as_str().into(), points.into(), p.total.minor.into()],
+        "UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8 WHERE tenant_id = $1 AND id = $2",
+        &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into()],
     )?;
-    ledger::touch_activity(c, tenant, &member, occurred, now)?;
-    let after = lock_member(c, tenant, &member)?.unwrap_or(state);
     let outcome = PurchaseOutcome {
         event_id,
         member_id: member.clone(),
@@ -121,7 +127,10 @@ pub(crate) fn purchase(
         debt_repaid,
         enrolled,
         duplicate: false,
-        balance: after.now(),
+        balance: BalanceNow {
+            available: state.available + d_avail,
+            pending: state.pending + d_pending,
+        },
     };
     c.execute(
         "UPDATE orders SET event_id = $3, awarded = $4, result = $5 WHERE tenant_id = $1 AND order_id = $2",

@@ -125,6 +125,25 @@ pub(crate) fn write_entries(
     txn_id: i64,
     entries: &[Entry],
 ) -> Result<()> {
+    let (d_avail, d_pending) = insert_entries(c, t, txn_id, entries)?;
+    if d_avail != 0 || d_pending != 0 {
+        c.execute(
+            "UPDATE members SET available = available + $3, pending = pending + $4 WHERE tenant_id = $1 AND id = $2",
+            &[t.tenant.into(), t.member.into(), d_avail.into(), d_pending.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes the entries only, refusing any set that does not sum to zero; returns how much the
+/// member's available and pending balances must move. The caller moves them (in the same
+/// transaction), so a hot path can fold that into one update of the member row.
+pub(crate) fn insert_entries(
+    c: &mut dyn Conn,
+    t: &Txn<'_>,
+    txn_id: i64,
+    entries: &[Entry],
+) -> Result<(i64, i64)> {
     let sum: i64 = entries.iter().map(|e| e.amount).sum();
     if sum != 0 {
         return Err(StoreError::Unprocessable(format!(
@@ -143,13 +162,7 @@ pub(crate) fn write_entries(
             _ => {}
         }
     }
-    if d_avail != 0 || d_pending != 0 {
-        c.execute(
-            "UPDATE members SET available = available + $3, pending = pending + $4 WHERE tenant_id = $1 AND id = $2",
-            &[t.tenant.into(), t.member.into(), d_avail.into(), d_pending.into()],
-        )?;
-    }
-    Ok(())
+    Ok((d_avail, d_pending))
 }
 
 pub(crate) struct NewLot<'a> {

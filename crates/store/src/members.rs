@@ -243,3 +243,32 @@ pub(crate) fn facts(
             .and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
     }))
 }
+
+/// Like [`resolve`], and locks the member's row, returning its balances as well.
+pub(crate) fn resolve_locked(
+    c: &mut dyn Conn,
+    tenant: &str,
+    key: &MemberKey,
+    auto_enroll: bool,
+    now: i64,
+) -> Result<(String, crate::ledger::MemberState, bool)> {
+    let (column, value) = match key {
+        MemberKey::Id(id) => ("id", id),
+        MemberKey::ExternalId(e) => ("external_id", e),
+    };
+    let sql = format!(
+        "SELECT id, available, pending FROM members WHERE tenant_id = $1 AND {column} = $2{}",
+        c.dialect().for_update()
+    );
+    if let Some(r) = c.query_one(&sql, &[tenant.into(), value.into()])? {
+        let state = crate::ledger::MemberState {
+            available: r.int(1),
+            pending: r.int(2),
+        };
+        return Ok((r.text(0), state, false));
+    }
+    let (id, enrolled) = resolve(c, tenant, key, auto_enroll, now)?;
+    let state = crate::ledger::lock_member(c, tenant, &id)?
+        .ok_or_else(|| StoreError::NotFound(format!("member `{id}`")))?;
+    Ok((id, state, enrolled))
+}
