@@ -365,47 +365,140 @@ impl CustomInput {
     }
 }
 
-/// The amount a refund of `lines` is worth, priced as the order sold them. Fails when a line
-/// names a sku the order did not have, or more units than it had (counting earlier refunds of
-/// that sku, given in `already`).
-pub fn price_refund_lines(
+/// What the customer paid for `wanted` lines of an order of `total_minor` (lines priced as sold,
+/// then in proportion to what the order actually cost when it was discounted), given the lines
+/// `already` refunded. Computed cumulatively, per sku, so that refunding every unit (in any
+/// number of refunds) comes to exactly the order's total. Fails when a line names a sku the
+/// order did not have, or more units than are left of it.
+pub fn refund_lines_amount(
     order: &[Line],
+    total_minor: i64,
     wanted: &[(String, i64)],
     already: &[(String, i64)],
 ) -> Result<i64, EventError> {
-    let mut amount: i64 = 0;
+    let qty_of = |set: &[(String, i64)], sku: &str| -> i64 {
+        set.iter().filter(|(s, _)| s == sku).map(|(_, q)| q).sum()
+    };
     for (i, (sku, qty)) in wanted.iter().enumerate() {
-        let sold: Vec<&Line> = order.iter().filter(|l| &l.sku == sku).collect();
-        if sold.is_empty() {
+        let sold_qty: i64 = order
+            .iter()
+            .filter(|l| &l.sku == sku)
+            .map(|l| l.quantity)
+            .sum();
+        if sold_qty == 0 {
             return bad(
                 format!("lines[{i}].sku"),
                 format!("the order has no line with sku `{sku}`"),
             );
         }
-        let sold_qty: i64 = sold.iter().map(|l| l.quantity).sum();
-        let before: i64 = already
-            .iter()
-            .filter(|(s, _)| s == sku)
-            .map(|(_, q)| q)
-            .sum::<i64>()
-            + wanted[..i]
-                .iter()
-                .filter(|(s, _)| s == sku)
-                .map(|(_, q)| q)
-                .sum::<i64>();
+        let before = qty_of(already, sku) + qty_of(&wanted[..i], sku);
         if before + qty > sold_qty {
             return bad(
                 format!("lines[{i}].quantity"),
-                format!("the order sold {sold_qty} of `{sku}` and {before} are already refunded"),
+                format!(
+                    "the order sold {sold_qty} of `{sku}` and {before} are already refunded or named earlier"
+                ),
             );
         }
-        // Lines of one sku at several prices are refunded at their average price.
-        let sold_minor: i128 = sold
-            .iter()
-            .map(|l| i128::from(l.unit_price_minor) * i128::from(l.quantity))
-            .sum();
-        let part = sold_minor * i128::from(*qty) / i128::from(sold_qty);
-        amount = amount.saturating_add(i64::try_from(part).unwrap_or(i64::MAX));
     }
-    Ok(amount)
+    // List value of a set of refunded lines: per sku, its sold value times the refunded share
+    // of its units (so lines of one sku at several prices are refunded at their average price).
+    let value = |set: &[(String, i64)]| -> i128 {
+        let mut skus: Vec<&str> = set.iter().map(|(s, _)| s.as_str()).collect();
+        skus.sort_unstable();
+        skus.dedup();
+        skus.iter()
+            .map(|sku| {
+                let sold: Vec<&Line> = order.iter().filter(|l| l.sku == *sku).collect();
+                let sold_qty: i128 = sold.iter().map(|l| i128::from(l.quantity)).sum();
+                let sold_minor: i128 = sold
+                    .iter()
+                    .map(|l| i128::from(l.unit_price_minor) * i128::from(l.quantity))
+                    .sum();
+                if sold_qty == 0 {
+                    0
+                } else {
+                    sold_minor * i128::from(qty_of(set, sku)) / sold_qty
+                }
+            })
+            .sum()
+    };
+    let list_total: i128 = order
+        .iter()
+        .map(|l| i128::from(l.unit_price_minor) * i128::from(l.quantity))
+        .sum();
+    let paid = |v: i128| -> i128 {
+        if list_total <= 0 {
+            0
+        } else {
+            v * i128::from(total_minor) / list_total
+        }
+    };
+    let after: Vec<(String, i64)> = already.iter().chain(wanted.iter()).cloned().collect();
+    let amount = paid(value(&after)) - paid(value(already));
+    Ok(i64::try_from(amount).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line(sku: &str, quantity: i64, unit_price_minor: i64) -> Line {
+        Line {
+            sku: sku.into(),
+            category: None,
+            quantity,
+            unit_price_minor,
+        }
+    }
+
+    #[test]
+    fn refunding_every_line_of_a_discounted_order_refunds_its_total() {
+        let order = [line("socks", 2, 1000), line("shoes", 1, 3990)];
+        let a = refund_lines_amount(&order, 5000, &[("shoes".into(), 1)], &[]).expect("ok");
+        let b = refund_lines_amount(&order, 5000, &[("socks".into(), 2)], &[("shoes".into(), 1)])
+            .expect("ok");
+        assert_eq!(a + b, 5000);
+    }
+
+    #[test]
+    fn units_of_one_sku_at_two_prices_add_up_to_what_was_paid() {
+        let order = [line("pen", 1, 100), line("pen", 2, 200)];
+        let mut done: Vec<(String, i64)> = vec![];
+        let mut sum = 0;
+        for _ in 0..3 {
+            sum += refund_lines_amount(&order, 500, &[("pen".into(), 1)], &done).expect("ok");
+            done.push(("pen".into(), 1));
+        }
+        assert_eq!(sum, 500);
+        assert!(
+            refund_lines_amount(&order, 500, &[("pen".into(), 1)], &done).is_err(),
+            "nothing left to refund"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn line_refunds_in_any_split_add_up_to_the_total(
+            prices in proptest::collection::vec((1i64..5, 1i64..100_000), 1..6),
+            total in 0i64..1_000_000,
+            seed in 0u64..1000,
+        ) {
+            let order: Vec<Line> = prices.iter().enumerate().map(|(i, (q, p))| line(&format!("s{}", i % 3), *q, *p)).collect();
+            // Refund every unit one at a time, in an order drawn from the seed.
+            let mut units: Vec<String> = order.iter().flat_map(|l| std::iter::repeat_n(l.sku.clone(), l.quantity as usize)).collect();
+            let n = units.len();
+            for i in 0..n { units.swap(i, (seed as usize + i * 7) % n); }
+            let mut done: Vec<(String, i64)> = vec![];
+            let mut sum = 0i64;
+            for sku in units {
+                let a = refund_lines_amount(&order, total, &[(sku.clone(), 1)], &done).expect("units left");
+                prop_assert!(a >= 0);
+                sum += a;
+                done.push((sku, 1));
+            }
+            prop_assert_eq!(sum, total);
+        }
+    }
 }

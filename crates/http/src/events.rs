@@ -16,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/events/purchase", post(purchase))
         .route("/api/v1/events/refund", post(refund))
         .route("/api/v1/events/custom", post(custom))
+        .route("/api/v1/events/batch", post(crate::batch::batch))
 }
 
 /// A first recording answers 201; a resend of a known order or refund id answers 200.

@@ -93,10 +93,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Write<T> {
                 Problem::malformed(e.body_text())
             }
         })?;
-        let body: T = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => Problem::invalid("body", e.to_string()),
-            _ => Problem::malformed(format!("the body is not valid JSON: {e}")),
-        })?;
+        let body: T = parse_json(&bytes)?;
         let idem = key.map(|key| {
             let mut h = Sha256::new();
             h.update(method.as_str().as_bytes());
@@ -128,4 +125,31 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Q<T> {
             .map(|q| Q(q.0))
             .map_err(|e| Problem::invalid("query", e.body_text()))
     }
+}
+
+/// Parses a JSON body; a value of the wrong shape is a 422 naming the field's path
+/// (`lines[0].quantity`), text that is not JSON a 400.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    if parsed.is_ok() {
+        // Trailing characters after the JSON value are malformed input too.
+        de.end()
+            .map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
+    }
+    parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." || path.is_empty() {
+                    "body".to_string()
+                } else {
+                    path
+                };
+                Problem::invalid(field, inner.to_string())
+            }
+            _ => Problem::malformed(format!("the body is not valid JSON: {inner}")),
+        }
+    })
 }

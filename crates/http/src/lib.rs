@@ -3,6 +3,7 @@
 //! `Idempotency-Key`, and the operational endpoints (`/healthz`, `/metrics`, OpenAPI, docs).
 //! Handlers parse, call one use case of `fidelis_app::App`, and shape the answer.
 
+mod batch;
 mod events;
 mod extract;
 mod members;
@@ -17,6 +18,7 @@ use axum::extract::DefaultBodyLimit;
 use fidelis_app::App;
 use std::sync::Arc;
 
+pub use batch::MAX_BATCH_EVENTS;
 pub use metrics::Metrics;
 pub use problem::Problem;
 
@@ -41,6 +43,14 @@ pub fn router(app: App) -> Router {
         .merge(program::routes())
         .merge(ops::routes())
         .fallback(|| async { Problem::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this endpoint does not accept that method; see /api/v1/openapi.json",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -100,8 +100,9 @@ impl From<AppError> for Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// The problem document itself (also embedded in batch answers).
+    pub fn to_json(&self) -> serde_json::Value {
         let mut body = json!({
             "type": format!("/problems/{}", self.kind),
             "title": self.title,
@@ -111,6 +112,13 @@ impl IntoResponse for Problem {
         if let Some(field) = &self.field {
             body["errors"] = json!([{ "field": field, "reason": self.detail.split_once(": ").map_or(self.detail.as_str(), |(_, r)| r) }]);
         }
+        body
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = self.to_json();
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -11,14 +11,46 @@ use fidelis_core::ProgramSettings;
 use fidelis_core::earn::Award;
 use fidelis_core::event::{Custom, MemberKey, Purchase, Refund};
 
-fn member_partition(key: &MemberKey) -> String {
-    match key {
-        MemberKey::Id(id) => id.clone(),
-        MemberKey::ExternalId(e) => e.clone(),
-    }
-}
-
 impl Store {
+    /// The writer partition of the member `key` names: its id, so that every write touching
+    /// one member's row goes to one writer thread and two writers never wait on each other's
+    /// member locks. With one writer (SQLite) nothing needs resolving.
+    async fn member_partition(&self, tenant: &str, key: &MemberKey) -> String {
+        match key {
+            MemberKey::Id(id) => id.clone(),
+            MemberKey::ExternalId(_) if self.writer_count() == 1 => String::new(),
+            MemberKey::ExternalId(ext) => {
+                // Not enrolled yet (or the read failed): the external id keeps its requests
+                // together until the member exists.
+                match self.member_facts(tenant, key).await {
+                    Ok(Some(f)) => f.id.unwrap_or_else(|| ext.clone()),
+                    _ => ext.clone(),
+                }
+            }
+        }
+    }
+
+    /// The writer partition of a refund: the member of the order it refunds.
+    async fn order_partition(&self, tenant: &str, order_id: &str) -> String {
+        if self.writer_count() == 1 {
+            return String::new();
+        }
+        let (t, o) = (tenant.to_string(), order_id.to_string());
+        let member = self
+            .read(move |c| {
+                Ok(c.query_one(
+                    "SELECT member_id FROM orders WHERE tenant_id = $1 AND order_id = $2",
+                    &[t.as_str().into(), o.as_str().into()],
+                )?
+                .map(|r| r.text(0)))
+            })
+            .await;
+        match member {
+            Ok(Some(m)) => m,
+            _ => order_id.to_string(),
+        }
+    }
+
     pub async fn ensure_tenant(
         &self,
         id: &str,
@@ -187,7 +219,7 @@ impl Store {
         now: i64,
     ) -> Result<(PurchaseOutcome, bool)> {
         let tenant = tenant.to_string();
-        let part = member_partition(&p.member);
+        let part = self.member_partition(&tenant, &p.member).await;
         self.write(&part, move |c| {
             crate::runtime::with_retry(c, |c| {
                 idem::run(c, &tenant, idem.as_ref(), now, |c| {
@@ -207,7 +239,7 @@ impl Store {
         now: i64,
     ) -> Result<(RefundOutcome, bool)> {
         let tenant = tenant.to_string();
-        let part = r.order_id.clone();
+        let part = self.order_partition(&tenant, &r.order_id).await;
         self.write(&part, move |c| {
             crate::runtime::with_retry(c, |c| {
                 idem::run(c, &tenant, idem.as_ref(), now, |c| {
@@ -228,7 +260,7 @@ impl Store {
         now: i64,
     ) -> Result<(CustomOutcome, bool)> {
         let tenant = tenant.to_string();
-        let part = member_partition(&e.member);
+        let part = self.member_partition(&tenant, &e.member).await;
         self.write(&part, move |c| {
             crate::runtime::with_retry(c, |c| {
                 idem::run(c, &tenant, idem.as_ref(), now, |c| {

@@ -24,7 +24,14 @@ pub enum StoreError {
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
         match e.kind {
-            DbErrorKind::Retry => StoreError::Busy(e.message),
+            DbErrorKind::Retry => {
+                // The database's own words stay in the log; clients are told to retry.
+                tracing::warn!(error = %e.message, "the database asked to retry");
+                StoreError::Busy(
+                    "the database was contended (a deadlock or serialization conflict); retry"
+                        .into(),
+                )
+            }
             _ => StoreError::Db(e),
         }
     }

@@ -7,7 +7,7 @@ use crate::error::{Result, StoreError};
 use crate::ledger::{self, Entry, NewLot, Txn, entry, expiry_for, lock_member, ts};
 use crate::model::{BalanceNow, CustomOutcome, PurchaseOutcome, RefundOutcome};
 use fidelis_core::earn::Award;
-use fidelis_core::event::{Custom, Line, Purchase, Refund, RefundWhat, price_refund_lines};
+use fidelis_core::event::{Custom, Line, Purchase, Refund, RefundWhat, refund_lines_amount};
 use fidelis_core::ledger::{Account, clawback_target, plan_clawback, repay_debt};
 use fidelis_core::program::ProgramSettings;
 use fidelis_core::time::add_days;
@@ -41,10 +41,18 @@ pub(crate) fn purchase(
     if claimed == 0 {
         let row = c
             .query_one(
-                "SELECT result FROM orders WHERE tenant_id = $1 AND order_id = $2",
+                "SELECT result, member_id, total_minor FROM orders WHERE tenant_id = $1 AND order_id = $2",
                 &[tenant.into(), (&p.order_id).into()],
             )?
             .ok_or_else(|| StoreError::Busy("order vanished; retry".into()))?;
+        // A resend is the same order again; the same id with another member or total is a
+        // mistake the till should hear about, not a silent success.
+        if row.text(1) != member || row.int(2) != p.total.minor {
+            return Err(StoreError::Conflict(format!(
+                "order `{}` was already recorded with another member or total",
+                p.order_id
+            )));
+        }
         let mut first: PurchaseOutcome = from_json(&row.text(0))?;
         first.duplicate = true;
         return Ok(first);
@@ -183,20 +191,10 @@ pub(crate) fn refund(
     let amount = match &r.what {
         RefundWhat::Amount(a) => *a,
         RefundWhat::Lines(wanted) => {
-            let at_list = price_refund_lines(&lines, wanted, &refunded_lines)
+            let amount = refund_lines_amount(&lines, total, wanted, &refunded_lines)
                 .map_err(|e| StoreError::Unprocessable(e.to_string()))?;
             refunded_lines.extend(wanted.iter().cloned());
-            // A discounted order refunds its lines at the price actually paid.
-            let list_total: i64 = lines
-                .iter()
-                .map(|l| l.unit_price_minor.saturating_mul(l.quantity))
-                .sum();
-            if list_total > 0 && list_total != total {
-                i64::try_from(i128::from(at_list) * i128::from(total) / i128::from(list_total))
-                    .unwrap_or(at_list)
-            } else {
-                at_list
-            }
+            amount
         }
     };
     if refunded_before + amount > total {

@@ -135,6 +135,11 @@ impl Store {
         })
     }
 
+    /// How many writer threads (and so write partitions) there are.
+    pub fn writer_count(&self) -> usize {
+        self.inner.writers.len()
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.inner.dialect
     }
@@ -264,7 +269,7 @@ fn revive(conn: &mut Box<dyn Conn>, backend: &Arc<dyn Backend>, read_only: bool)
 }
 
 /// Retries of one job whose statement the database asked to retry (deadlock, busy).
-const JOB_RETRIES: usize = 3;
+const JOB_RETRIES: usize = 1;
 
 fn writer_loop(
     mut conn: Box<dyn Conn>,

@@ -139,6 +139,19 @@ pub(crate) fn put_program(
     actor: &str,
     now: i64,
 ) -> Result<i64> {
+    let (current, _) = get_program(c, tenant)?;
+    if current.currency != settings.currency
+        && c.query_one(
+            "SELECT 1 FROM events WHERE tenant_id = $1 LIMIT 1",
+            &[tenant.into()],
+        )?
+        .is_some()
+    {
+        return Err(StoreError::Unprocessable(format!(
+            "currency: the programme's currency ({}) cannot change once events are recorded: stored amounts are in it",
+            current.currency
+        )));
+    }
     let json =
         serde_json::to_string(settings).map_err(|e| StoreError::Unprocessable(e.to_string()))?;
     let row = c

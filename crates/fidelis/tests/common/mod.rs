@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use fidelis_app::{App, Scope, SystemClock};
+use fidelis_app::{App, Clock, Scope, SystemClock};
 use fidelis_store_tests::TestDb;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -77,7 +77,10 @@ impl Resp {
             errors.push("body.status does not repeat the status".into());
         }
         for field in ["type", "title", "detail"] {
-            if !self.body[field].as_str().is_some_and(|t| !t.trim().is_empty()) {
+            if self.body[field]
+                .as_str()
+                .is_none_or(|t| t.trim().is_empty())
+            {
                 errors.push(format!("no `{field}`"));
             }
         }
@@ -193,7 +196,8 @@ impl Api {
     }
 
     pub async fn put(&self, path: &str, key: &str, body: &Value) -> Resp {
-        self.send(Method::PUT, path, Some(key), Some(body), None).await
+        self.send(Method::PUT, path, Some(key), Some(body), None)
+            .await
     }
 
     pub async fn patch(&self, path: &str, key: &str, body: &Value) -> Resp {
@@ -206,7 +210,6 @@ impl Api {
     }
 
     /// Enrols a member; returns its id.
-    #[track_caller]
     pub async fn create_member(&self, key: &str, body: Value) -> String {
         let r = self.post("/api/v1/members", key, &body).await;
         r.expect(201);
@@ -262,7 +265,6 @@ impl Api {
     }
 
     /// Changes the programme: `change` is merged into the current settings.
-    #[track_caller]
     pub async fn set_program(&self, admin: &str, change: Value) -> Value {
         let current = self.get("/api/v1/program", admin).await;
         current.expect(200);
@@ -346,9 +348,13 @@ impl std::ops::Deref for Server {
 }
 
 pub async fn start(db: TestDb) -> Server {
-    let now = chrono::Utc::now().timestamp_micros();
-    let store = db.store(now);
-    let app = App::new(store, Arc::new(SystemClock));
+    start_with_clock(db, Arc::new(SystemClock)).await
+}
+
+/// The same, on a clock of the test's choosing (e.g. a `ManualClock` to move time).
+pub async fn start_with_clock(db: TestDb, clock: Arc<dyn Clock>) -> Server {
+    let store = db.store(clock.now().timestamp_micros());
+    let app = App::new(store, clock);
     let router = fidelis_http::router(app.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
