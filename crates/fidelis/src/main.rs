@@ -3,6 +3,7 @@
 
 mod bench;
 mod db;
+mod import;
 mod seed;
 mod serve;
 
@@ -103,6 +104,19 @@ enum Command {
         /// Write the JSON report here ("-": standard output).
         #[arg(long)]
         json: Option<String>,
+    },
+    /// Import historical orders from CSV (one row per order line; see docs/PERFORMANCE.md).
+    Import {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        tenant: String,
+        /// The CSV file ("-": standard input).
+        #[arg(long)]
+        file: String,
+        /// Instead of importing, write a simulated history of N members as import CSV to --file.
+        #[arg(long)]
+        sample_members: Option<usize>,
     },
     /// Make a simulated retailer's history; print it as NDJSON or feed it into a tenant.
     Simulate {
@@ -265,6 +279,25 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Import {
+            db,
+            tenant,
+            file,
+            sample_members,
+        } => match sample_members {
+            Some(n) => {
+                let cfg = fidelis_sim::SimConfig {
+                    members: n,
+                    ..fidelis_sim::SimConfig::demo(Utc::now())
+                };
+                let sim = fidelis_sim::simulate(&cfg).map_err(anyhow::Error::msg)?;
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+                import::write_sample(&sim, &mut out)?;
+                eprintln!("wrote {} orders to {file}", sim.purchase_count());
+                Ok(())
+            }
+            None => import::run(&db.database_url, &tenant, &file).await,
+        },
         Command::Simulate {
             members,
             months,
