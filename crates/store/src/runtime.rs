@@ -40,7 +40,7 @@ impl StoreOptions {
                 queue_len: 8192,
             },
             Dialect::Postgres => StoreOptions {
-                writers: 4,
+                writers: 12,
                 readers: 8,
                 max_batch: 256,
                 queue_len: 4096,
@@ -268,9 +268,6 @@ fn revive(conn: &mut Box<dyn Conn>, backend: &Arc<dyn Backend>, read_only: bool)
     }
 }
 
-/// Retries of one job whose statement the database asked to retry (deadlock, busy).
-const JOB_RETRIES: usize = 1;
-
 fn writer_loop(
     mut conn: Box<dyn Conn>,
     backend: &Arc<dyn Backend>,
@@ -297,84 +294,85 @@ fn writer_loop(
         metrics
             .max_batch_seen
             .fetch_max(jobs.len() as u64, Ordering::Relaxed);
-        if let Err(e) = c.batch(begin) {
+        // The savepoint of the first job opens with the transaction, and each job's release
+        // travels with the next job's savepoint: one round trip per job on PostgreSQL.
+        if let Err(e) = c.batch(&format!("{begin}; SAVEPOINT job")) {
             tracing::error!(error = %e, "cannot begin a write transaction");
-            for job in jobs {
-                let (_, deliver) = job(&mut FailingConn(e.clone(), c.dialect()));
-                deliver(Err(e.clone().into()));
-            }
+            // Whatever half-began is undone; the jobs are answered with the error.
+            let _ = c.batch("ROLLBACK");
+            fail_all(jobs, &e, c.dialect());
             continue;
         }
-        let mut delivers = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            delivers.push(run_in_savepoint(c, job, metrics));
+        let n = jobs.len();
+        let mut delivers = Vec::with_capacity(n);
+        let mut broken: Option<DbError> = None;
+        let mut jobs = jobs.into_iter();
+        for (i, job) in jobs.by_ref().enumerate() {
+            let (ok, deliver) = job(c);
+            delivers.push(deliver);
+            if !ok {
+                metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            let tidy = match (ok, i + 1 == n) {
+                (true, false) => "RELEASE SAVEPOINT job; SAVEPOINT job",
+                (true, true) => "RELEASE SAVEPOINT job",
+                (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; SAVEPOINT job",
+                (false, true) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+            };
+            if let Err(e) = c.batch(tidy) {
+                broken = Some(e);
+                break;
+            }
         }
-        let started = Instant::now();
-        let commit = c.batch("COMMIT").map_err(StoreError::from);
-        metrics
-            .commit_micros_total
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if let Err(e) = &commit {
-            metrics.commits_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "a group commit failed; no job of its batch is acknowledged");
-            let _ = c.batch("ROLLBACK"); // Already failed; the rollback only tidies up.
-        }
+        let commit = match broken {
+            // A savepoint could not be tidied: the transaction's state is unknown, so none of
+            // the batch is kept, and the jobs not run yet are answered with the error too.
+            Some(e) => {
+                tracing::error!(error = %e, "a savepoint failed; the whole batch is rolled back");
+                let _ = c.batch("ROLLBACK"); // Only tidies up: nothing of the batch is kept.
+                fail_all(jobs.collect(), &e, c.dialect());
+                Err(StoreError::from(e))
+            }
+            None => {
+                let started = Instant::now();
+                let commit = c.batch("COMMIT").map_err(StoreError::from);
+                metrics
+                    .commit_micros_total
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                if let Err(e) = &commit {
+                    metrics.commits_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "a group commit failed; no job of its batch is acknowledged");
+                    let _ = c.batch("ROLLBACK"); // Already failed; the rollback only tidies up.
+                }
+                commit
+            }
+        };
         for d in delivers {
             d(commit.clone());
         }
     }
 }
 
-fn run_in_savepoint(c: &mut dyn Conn, job: WriteJob, metrics: &StoreMetrics) -> Deliver {
-    if let Err(e) = c.batch("SAVEPOINT job") {
-        let (_, deliver) = job(&mut FailingConn(e.clone(), c.dialect()));
-        return deliver;
-    }
-    let (ok, deliver) = job(c);
-    let tidy = if ok {
-        c.batch("RELEASE SAVEPOINT job")
-    } else {
-        rollback_savepoint(c)
-    };
-    if !ok {
-        metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
-    }
-    match tidy {
-        Ok(()) => deliver,
-        Err(e) => Box::new(move |_| deliver(Err(e.into()))),
+/// Answers jobs that cannot run with `e`.
+fn fail_all(jobs: Vec<WriteJob>, e: &DbError, dialect: Dialect) {
+    for job in jobs {
+        let (_, deliver) = job(&mut FailingConn(e.clone(), dialect));
+        deliver(Err(e.clone().into()));
     }
 }
 
-fn rollback_savepoint(c: &mut dyn Conn) -> std::result::Result<(), DbError> {
-    c.batch("ROLLBACK TO SAVEPOINT job")?;
-    c.batch("RELEASE SAVEPOINT job")
-}
-
-/// Runs one write closure, retrying it in a fresh savepoint when the database asks for a retry.
-/// Used inside write jobs whose statements may meet a deadlock on PostgreSQL.
+/// Runs one write closure that may meet lock contention on PostgreSQL.
+///
+/// A deadlock victim cannot usefully retry inside its own transaction (it still holds the
+/// locks the other side waits for), so nothing is retried here: writes are partitioned by
+/// member so one member's writes never meet on two writers, and a request that still loses a
+/// deadlock is answered 503 with `Retry-After` for its client to retry. Kept as the one place
+/// to change that policy.
 pub(crate) fn with_retry<T>(
     c: &mut dyn Conn,
     mut f: impl FnMut(&mut dyn Conn) -> Result<T>,
 ) -> Result<T> {
-    let mut attempt = 0;
-    loop {
-        c.batch("SAVEPOINT attempt")?;
-        match f(c) {
-            Ok(v) => {
-                c.batch("RELEASE SAVEPOINT attempt")?;
-                return Ok(v);
-            }
-            Err(e) => {
-                c.batch("ROLLBACK TO SAVEPOINT attempt")?;
-                c.batch("RELEASE SAVEPOINT attempt")?;
-                let retry = matches!(&e, StoreError::Busy(_)) && attempt < JOB_RETRIES;
-                if !retry {
-                    return Err(e);
-                }
-                attempt += 1;
-            }
-        }
-    }
+    f(c)
 }
 
 /// A connection that fails every call: lets a job produce its error answer when the
