@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the benchmarks whose figures docs/PERFORMANCE.md quotes. Needs PostgreSQL at
+# $FIDELIS_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) for the PostgreSQL rows.
+# Takes about ten minutes; run it on a quiet machine (nothing else compiling).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p fidelis
+bin=target/release/fidelis
+pg=${FIDELIS_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
+out=${1:-target/bench}
+mkdir -p "$out"
+echo "== machine"; nproc; free -g | head -2; uptime
+echo "== SQLite over HTTP, 64 connections, full speed"
+$bin bench --members 10000 --connections 64 --duration-secs 20 --json "$out/sqlite-http.json"
+echo "== SQLite in-process, 64 tasks"
+$bin bench --members 10000 --connections 64 --duration-secs 20 --inprocess --json "$out/sqlite-inprocess.json"
+echo "== PostgreSQL over HTTP, 64 connections"
+$bin bench --database-url "$pg" --members 10000 --connections 64 --duration-secs 20 --json "$out/pg-http.json"
+echo "== Latency at a set rate: balance reads at 5,000/s (all reads)"
+$bin bench --members 10000 --connections 32 --duration-secs 20 --read-share 1 --rate 5000 --json "$out/sqlite-reads-5000.json"
+echo "== Latency at a set rate: 4,000 operations/s, 20 % reads"
+$bin bench --members 10000 --connections 64 --duration-secs 20 --rate 4000 --json "$out/sqlite-mixed-4000.json"
+echo "== Import of a simulated history"
+rm -f "$out"/import.db*
+$bin import --database-url x --tenant x --file "$out/orders.csv" --sample-members 2000
+$bin keys create --database-url "sqlite://$out/import.db" --tenant shop --scope admin > /dev/null
+$bin import --database-url "sqlite://$out/import.db" --tenant shop --file "$out/orders.csv"
+echo "== Scale: 10k, 100k, 1M members"
+for n in 10000 100000 1000000; do
+  $bin bench --members $n --connections 64 --duration-secs 20 --json "$out/scale-$n.json"
+done
