@@ -22,6 +22,12 @@ pub enum AppError {
     Unprocessable(String),
     #[error("{0}")]
     Busy(String),
+    /// Too many attempts (e.g. unknown coupon codes) from one key; retry after the delay.
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after_secs: u64,
+    },
     /// Not shown to clients; logged.
     #[error("internal error: {0}")]
     Internal(String),

@@ -4,9 +4,17 @@
 
 mod cache;
 mod clock;
+pub mod console;
+pub mod earners;
 mod error;
+pub mod guard;
 mod inputs;
+pub mod portal;
+pub mod rewards;
+pub mod rules;
+pub mod secrets;
 mod service;
+pub mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;

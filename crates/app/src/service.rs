@@ -48,10 +48,16 @@ pub struct Principal {
 }
 
 impl Principal {
-    fn actor(&self) -> String {
-        format!("key:{}", self.key_id)
+    pub(crate) fn actor(&self) -> String {
+        // Console users and portal members act as `user:<id>` / `member:<id>` (ids with a
+        // colon); API keys as `key:<id>`.
+        if self.key_id.contains(':') {
+            self.key_id.clone()
+        } else {
+            format!("key:{}", self.key_id)
+        }
     }
-    fn allow(&self, scopes: &[Scope], what: &str) -> Result<(), AppError> {
+    pub(crate) fn allow(&self, scopes: &[Scope], what: &str) -> Result<(), AppError> {
         if scopes.contains(&self.scope) {
             Ok(())
         } else {
@@ -63,16 +69,16 @@ impl Principal {
             )))
         }
     }
-    fn can_write_events(&self, what: &str) -> Result<(), AppError> {
+    pub(crate) fn can_write_events(&self, what: &str) -> Result<(), AppError> {
         self.allow(&[Scope::Admin, Scope::Pos, Scope::Ecommerce], what)
     }
-    fn can_read(&self, what: &str) -> Result<(), AppError> {
+    pub(crate) fn can_read(&self, what: &str) -> Result<(), AppError> {
         self.allow(
             &[Scope::Admin, Scope::Pos, Scope::Ecommerce, Scope::Analytics],
             what,
         )
     }
-    fn admin(&self, what: &str) -> Result<(), AppError> {
+    pub(crate) fn admin(&self, what: &str) -> Result<(), AppError> {
         self.allow(&[Scope::Admin], what)
     }
 }
@@ -83,15 +89,26 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     earners: Vec<Arc<dyn Earner>>,
     programs: Arc<crate::cache::ProgramCache>,
+    /// Unknown coupon codes tried, per API key (this node's memory; see `guard`).
+    pub(crate) guesses: Arc<crate::guard::GuessLimiter>,
+    /// Each tenant's compiled rules (a cache; see `rules`).
+    pub(crate) rules: Arc<crate::rules::RulesEngine>,
 }
 
 impl App {
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> App {
+        let rules = Arc::new(crate::rules::RulesEngine::new(store.clone()));
         App {
+            rules,
             store,
             clock,
-            earners: vec![Arc::new(BaseEarner)],
+            earners: vec![
+                Arc::new(BaseEarner),
+                Arc::new(crate::earners::TierEarner),
+                Arc::new(crate::earners::PlanEarner),
+            ],
             programs: Arc::default(),
+            guesses: Arc::default(),
         }
     }
 
@@ -184,11 +201,11 @@ impl App {
             .unwrap_or_default())
     }
 
-    fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
+    pub(crate) fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
         self.earners.iter().flat_map(|e| e.awards(ctx)).collect()
     }
 
-    async fn settings(&self, tenant: &str) -> Result<ProgramSettings, AppError> {
+    pub(crate) async fn settings(&self, tenant: &str) -> Result<ProgramSettings, AppError> {
         if let Some(s) = self.programs.get(tenant) {
             return Ok(s);
         }
@@ -205,10 +222,14 @@ impl App {
     ) -> Result<(Member, bool), AppError> {
         p.can_write_events("enrolling members")?;
         let fields = input.validate(self.clock.now())?;
-        Ok(self
+        let (member, replayed) = self
             .store
             .create_member(&p.tenant, fields, idem, self.now())
-            .await?)
+            .await?;
+        if !replayed {
+            self.after_enrolment(&p.tenant, &member.id).await;
+        }
+        Ok((member, replayed))
     }
 
     pub async fn patch_member(
@@ -269,16 +290,20 @@ impl App {
         let settings = self.settings(&p.tenant).await?;
         let purchase = input.validate(&settings, self.clock.now())?;
         let member = self.facts(&p.tenant, &purchase.member).await?;
-        let awards = self.awards(&EarnContext {
+        let ctx = EarnContext {
             program: &settings,
             event: Trigger::Purchase(&purchase),
             member: &member,
             now: self.clock.now(),
-        });
-        Ok(self
+        };
+        let mut awards = self.awards(&ctx);
+        awards.extend(self.rule_awards(&p.tenant, &ctx).await?);
+        let (out, replayed) = self
             .store
             .purchase(&p.tenant, purchase, awards, settings, idem, self.now())
-            .await?)
+            .await?;
+        self.after_purchase(&p.tenant, &out, replayed).await;
+        Ok((out, replayed))
     }
 
     pub async fn refund(
@@ -290,10 +315,12 @@ impl App {
         p.can_write_events("recording refunds")?;
         let settings = self.settings(&p.tenant).await?;
         let refund = input.validate(&settings, self.clock.now())?;
-        Ok(self
+        let (out, replayed) = self
             .store
             .refund(&p.tenant, refund, settings, idem, self.now())
-            .await?)
+            .await?;
+        self.after_refund(&p.tenant, &out, replayed).await;
+        Ok((out, replayed))
     }
 
     pub async fn custom(
@@ -307,12 +334,14 @@ impl App {
         let event = input.validate(self.clock.now())?;
         // The base rate applies to purchases only; custom events earn through other earners.
         let member = self.facts(&p.tenant, &event.member).await?;
-        let awards = self.awards(&EarnContext {
+        let ctx = EarnContext {
             program: &settings,
             event: Trigger::Custom(&event),
             member: &member,
             now: self.clock.now(),
-        });
+        };
+        let mut awards = self.awards(&ctx);
+        awards.extend(self.rule_awards(&p.tenant, &ctx).await?);
         Ok(self
             .store
             .custom(&p.tenant, event, awards, settings, idem, self.now())
@@ -399,13 +428,17 @@ impl App {
 
     /// Maturation and expiry, for every tenant, as of the clock's now.
     pub async fn run_jobs(&self) -> Result<JobReport, AppError> {
-        Ok(self.store.run_jobs(self.now()).await?)
+        let report = self.store.run_jobs(self.now()).await?;
+        self.rule_jobs(None).await;
+        Ok(report)
     }
 
     /// Maturation and expiry of the caller's tenant, now.
     pub async fn run_jobs_as(&self, p: &Principal) -> Result<JobReport, AppError> {
         p.admin("running jobs")?;
-        Ok(self.store.run_jobs_for(&p.tenant, self.now()).await?)
+        let report = self.store.run_jobs_for(&p.tenant, self.now()).await?;
+        self.rule_jobs(Some(&p.tenant)).await;
+        Ok(report)
     }
 
     /// The ledger's invariants, checked over the caller's tenant.

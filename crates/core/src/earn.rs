@@ -16,6 +16,73 @@ pub struct Award {
     pub rule_version: Option<i64>,
     pub points: i64,
     pub description: String,
+    /// The campaign of the rule that gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    /// What the rule computed before a cap or a budget cut it to `points`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capped_from: Option<i64>,
+    /// What the store checks and records with the award (caps, budgets, what it was computed
+    /// on). The store consumes it in the write, so it is never part of an answer.
+    #[serde(skip)]
+    pub terms: Option<Box<AwardTerms>>,
+}
+
+impl Award {
+    /// An award with no campaign, cap or terms.
+    pub fn plain(source: impl Into<String>, points: i64, description: impl Into<String>) -> Award {
+        Award {
+            source: source.into(),
+            rule_version: None,
+            points,
+            description: description.into(),
+            campaign: None,
+            capped_from: None,
+            terms: None,
+        }
+    }
+}
+
+/// The conditions of a rule's award, checked and recorded inside the write transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwardTerms {
+    /// Counters the award must fit under (caps per member and period, budgets); shared by the
+    /// awards of one rule.
+    pub limits: std::sync::Arc<[AwardLimit]>,
+    /// `(n, every)`: the award stands only if this is the member's `n`th order (every `n`th),
+    /// counted in the transaction.
+    pub nth_order: Option<(i64, bool)>,
+    /// What the award was computed on, so a refund claws back what it gave for the refunded
+    /// lines. `None`: the whole order.
+    pub basis: Option<AwardBasis>,
+}
+
+/// A counter an award adds to, and the most it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwardLimit {
+    /// `rule:<id>` or `campaign:<id>`.
+    pub counter: std::sync::Arc<str>,
+    /// Per member (else one counter for everyone: a budget).
+    pub per_member: bool,
+    /// `d:2026-03-14`, `w:2026-W11`, `m:2026-03` (the programme's zone), `life`, `budget`.
+    pub period: std::sync::Arc<str>,
+    pub max: i64,
+    /// How the cap reads in an explanation ("rule per member per month").
+    pub label: &'static str,
+}
+
+/// The order lines (by sku) an award was computed on, at the price paid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwardBasis {
+    pub total_minor: i64,
+    pub lines: Vec<BasisLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasisLine {
+    pub sku: String,
+    pub quantity: i64,
+    pub paid_minor: i64,
 }
 
 /// What is known of the member when an event is evaluated: a snapshot read before the write,
@@ -30,6 +97,9 @@ pub struct MemberFacts {
     pub lifetime_spend_minor: i64,
     pub enrolled_at: Option<DateTime<Utc>>,
     pub birth_date: Option<NaiveDate>,
+    /// The member's paid-membership plan, if subscribed (check `active_at(now)`).
+    #[serde(default)]
+    pub plan: Option<crate::membership::ActivePlan>,
 }
 
 /// The event an earner evaluates.
@@ -62,18 +132,17 @@ impl Earner for BaseEarner {
             return Vec::new();
         };
         let points = base_points(ctx.program, purchase.total.minor);
-        vec![Award {
-            source: "base".into(),
-            rule_version: None,
+        vec![Award::plain(
+            "base",
             points,
-            description: format!(
+            format!(
                 "{} {} per {} on {}",
                 ctx.program.earn_rate,
                 ctx.program.points_name,
                 ctx.program.currency,
                 purchase.total.to_decimal()
             ),
-        }]
+        )]
     }
 }
 

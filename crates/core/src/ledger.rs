@@ -17,6 +17,10 @@ pub enum Account {
     Redeemed,
     Expired,
     Adjusted,
+    /// Points members gave to charities.
+    Donated,
+    /// The clearing account of transfers between members: each transfer's two legs cancel.
+    Transfer,
 }
 
 impl Account {
@@ -28,6 +32,8 @@ impl Account {
             Account::Redeemed => "redeemed",
             Account::Expired => "expired",
             Account::Adjusted => "adjusted",
+            Account::Donated => "donated",
+            Account::Transfer => "transfer",
         }
     }
     pub fn parse(s: &str) -> Option<Account> {
@@ -38,6 +44,8 @@ impl Account {
             Account::Redeemed,
             Account::Expired,
             Account::Adjusted,
+            Account::Donated,
+            Account::Transfer,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

@@ -72,10 +72,44 @@ pub struct ProgramSettings {
     /// (`true`), or refuse with 404 so the till enrols first (`false`).
     #[serde(default = "yes")]
     pub auto_enroll: bool,
+    /// The programme's IANA time zone ("Europe/Paris"): rule schedules, local-time fields of
+    /// conditions, per-day/week/month caps and birthdays are reckoned in it. Default "UTC"
+    /// (not written out when it is the default).
+    #[serde(default = "utc", skip_serializing_if = "is_utc")]
+    pub timezone: String,
+    /// The tier ladder (see `tiers`); managed through `/api/v1/tiers`, absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<crate::tiers::TierConfig>,
+    /// Coupon validity and what cancelling a redemption returns.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::rewards::RedemptionPolicy::is_default"
+    )]
+    pub redemption: crate::rewards::RedemptionPolicy,
+    /// Store credit: the cashback percentage.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::credit::CreditSettings::is_default"
+    )]
+    pub credit: crate::credit::CreditSettings,
+    /// Transfers of points between members, and their limits.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::transfers::TransferSettings::is_default"
+    )]
+    pub transfers: crate::transfers::TransferSettings,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn is_utc(tz: &str) -> bool {
+    tz == "UTC"
 }
 
 impl Default for ProgramSettings {
@@ -90,6 +124,11 @@ impl Default for ProgramSettings {
             expiry: ExpiryPolicy::AfterEarning { months: 12 },
             refund_policy: RefundPolicy::AllowNegative,
             auto_enroll: true,
+            timezone: utc(),
+            tiers: None,
+            redemption: Default::default(),
+            credit: Default::default(),
+            transfers: Default::default(),
         }
     }
 }
@@ -118,6 +157,8 @@ impl ProgramSettings {
         if self.pending_days > MAX_PENDING_DAYS {
             return err("pending_days", "must be at most 365");
         }
+        self.tz()?;
+        self.check_member_value()?;
         match self.expiry {
             ExpiryPolicy::AfterEarning { months } | ExpiryPolicy::Inactivity { months }
                 if months == 0 || months > MAX_EXPIRY_MONTHS =>
@@ -126,6 +167,17 @@ impl ProgramSettings {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The programme's time zone.
+    pub fn tz(&self) -> Result<chrono_tz::Tz, SettingsError> {
+        self.timezone.parse().map_err(|_| SettingsError {
+            field: "timezone",
+            reason: format!(
+                "`{}` is not an IANA time zone name such as Europe/Paris or UTC",
+                self.timezone.chars().take(64).collect::<String>()
+            ),
+        })
     }
 
     /// The earn rate in millionths of a point per major currency unit.

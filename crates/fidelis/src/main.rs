@@ -1,6 +1,7 @@
 //! `fidelis`: the one binary. Sub-commands serve the API, run the demo, migrate, create keys,
 //! run jobs once, verify a ledger, and simulate a retailer.
 
+mod admin;
 mod bench;
 mod db;
 mod import;
@@ -63,6 +64,11 @@ enum Command {
     Migrate {
         #[command(flatten)]
         db: DbArg,
+    },
+    /// Console users.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
     },
     /// API keys.
     Keys {
@@ -204,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
             println!("migrated {}", db::redact(&db.database_url));
             Ok(())
         }
+        Command::Admin { command } => admin::run(command).await,
         Command::Keys {
             command:
                 KeysCommand::Create {

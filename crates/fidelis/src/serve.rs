@@ -168,8 +168,25 @@ pub async fn demo(
         .bootstrap_key(tenant, Scope::Pos, Some("demo till"))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The console's owner: a fresh password on every start, printed below.
+    let (owner, owner_password) = app
+        .create_admin_user(
+            tenant,
+            "owner@demo.example",
+            fidelis_app::console::Role::Owner,
+            None,
+            true,
+            "demo",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let console = format!(
+        "  admin console:  http://{listen}/admin  ({} / {})\n  member portal:  http://{listen}/m/{tenant}\n",
+        owner.email,
+        owner_password.unwrap_or_default()
+    );
     let banner = format!(
-        "\nFidelis demo — tenant `{tenant}`\n{summary}\n\n  admin API key ({}): {admin_key}\n  till (pos) API key:   {pos_key}\n\n  API docs:  http://{listen}/api/docs\n  try:       curl -s http://{listen}/api/v1/members?limit=3 -H 'Authorization: Bearer {admin_key}'\n",
+        "\nFidelis demo — tenant `{tenant}`\n{summary}\n\n{console}\n  admin API key ({}): {admin_key}\n  till (pos) API key:   {pos_key}\n\n  API docs:  http://{listen}/api/docs\n  try:       curl -s http://{listen}/api/v1/members?limit=3 -H 'Authorization: Bearer {admin_key}'\n",
         admin.id
     );
     if no_serve {

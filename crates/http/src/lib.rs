@@ -11,6 +11,9 @@ mod metrics;
 mod ops;
 mod problem;
 mod program;
+mod rewards;
+mod rules;
+mod value;
 mod wire;
 
 use axum::Router;
@@ -42,6 +45,11 @@ pub fn router(app: App) -> Router {
         .merge(events::routes())
         .merge(program::routes())
         .merge(ops::routes())
+        // The admin console (/admin) and the member portal (/m/{tenant}).
+        .merge(fidelis_web::router(state.app.clone()))
+        .merge(rewards::routes())
+        .merge(rules::routes())
+        .merge(value::routes())
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

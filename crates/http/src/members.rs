@@ -29,8 +29,8 @@ pub const DEFAULT_PAGE: i64 = 50;
 
 #[derive(Deserialize)]
 pub struct PageQuery {
-    cursor: Option<String>,
-    limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
 }
 
 impl PageQuery {

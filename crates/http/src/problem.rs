@@ -14,6 +14,8 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub field: Option<String>,
+    /// Seconds for `Retry-After` (429); 503 always says 1.
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -29,6 +31,7 @@ impl Problem {
             title,
             detail: detail.into(),
             field: None,
+            retry_after: None,
         }
     }
     pub fn not_found(detail: impl Into<String>) -> Problem {
@@ -50,6 +53,7 @@ impl Problem {
             title: "Invalid request",
             detail: format!("{field}: {reason}"),
             field: Some(field),
+            retry_after: None,
         }
     }
 }
@@ -81,6 +85,18 @@ impl From<AppError> for Problem {
                 "Not possible",
                 m,
             ),
+            AppError::TooManyRequests {
+                detail,
+                retry_after_secs,
+            } => Problem {
+                retry_after: Some(retry_after_secs),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-requests",
+                    "Too many requests",
+                    detail,
+                )
+            },
             AppError::Busy(m) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
@@ -124,6 +140,10 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

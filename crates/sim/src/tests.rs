@@ -5,7 +5,7 @@ use super::*;
 use chrono::{Datelike, TimeZone, Timelike};
 use fidelis_core::Money;
 use fidelis_core::ProgramSettings;
-use fidelis_core::event::{RefundWhat, price_refund_lines};
+use fidelis_core::event::{RefundWhat, refund_lines_amount};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -218,7 +218,8 @@ fn every_refund_takes_back_part_of_an_earlier_order_of_the_same_shopper() {
             RefundWhat::Lines(lines) => {
                 partial += 1;
                 assert_eq!(lines.len(), 1);
-                price_refund_lines(&order.lines, &lines, &[]).expect("lines of the order")
+                refund_lines_amount(&order.lines, order.total.minor, &lines, &[])
+                    .expect("lines of the order")
             }
         };
         assert!(amount > 0 && amount <= order.total.minor);

@@ -361,6 +361,8 @@ impl Store {
                 }
             }
         }
+        self.member_value_jobs(tenant, &settings, now, &mut report)
+            .await?;
         Ok(report)
     }
 

@@ -67,6 +67,20 @@ pub(crate) fn purchase(
         )?
         .ok_or_else(|| StoreError::Busy("no event id".into()))?;
     let event_id = event_row.int(0);
+    // Rule awards are cut to their caps and budgets here, under the member's lock and the
+    // counters' row locks, then recorded with what each was computed on.
+    let settled = crate::awards::settle(c, tenant, &member, awards)?;
+    let awards = settled.as_slice();
+    crate::awards::record(
+        c,
+        tenant,
+        event_id,
+        Some(&p.order_id),
+        &member,
+        awards,
+        p.total.minor,
+        now,
+    )?;
     let points: i64 = awards.iter().map(|a| a.points).sum::<i64>().max(0);
     let matures = add_days(p.occurred_at, settings.pending_days).timestamp_micros();
     let pending = settings.pending_days > 0 && matures > now;
@@ -123,6 +137,7 @@ pub(crate) fn purchase(
         "UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8 WHERE tenant_id = $1 AND id = $2",
         &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into()],
     )?;
+    crate::member_value::after_purchase(c, tenant, &member, p, settings, now)?;
     let outcome = PurchaseOutcome {
         event_id,
         member_id: member.clone(),
@@ -131,7 +146,7 @@ pub(crate) fn purchase(
         status: if pending { "pending" } else { "available" }.into(),
         matures_at: pending.then(|| ts(matures)),
         expires_at: expires_at.filter(|_| points > 0).map(ts),
-        breakdown: awards.to_vec(),
+        breakdown: crate::awards::public(awards),
         debt_repaid,
         enrolled,
         duplicate: false,
@@ -215,8 +230,13 @@ pub(crate) fn refund(
         )?
         .map(|row| row.int(0))
         .ok_or_else(|| StoreError::Busy("no event id".into()))?;
-    let target = clawback_target(awarded, total, refunded_before + amount);
-    let claw = (target - clawed_before).max(0);
+    // Each recorded award gives back what it gave for the refunded lines or amount; orders
+    // recorded before awards were claw back in proportion to the order.
+    let claw = match crate::awards::clawback(c, tenant, &r.order_id, &r.what, amount, total)? {
+        Some(n) => n,
+        None => (clawback_target(awarded, total, refunded_before + amount) - clawed_before).max(0),
+    };
+    let target = clawed_before + claw;
     let lots = ledger::open_lots(c, tenant, &member)?;
     let own: Vec<_> = lots
         .iter()
@@ -272,6 +292,7 @@ pub(crate) fn refund(
         &[tenant.into(), member.as_str().into(), taken.into(), amount.into()],
     )?;
     ledger::touch_activity(c, tenant, &member, occurred, now)?;
+    crate::member_value::after_refund(c, tenant, &member, &r.order_id, settings, now)?;
     let after = lock_member(c, tenant, &member)?.unwrap_or(state);
     let outcome = RefundOutcome {
         event_id,
@@ -320,6 +341,9 @@ pub(crate) fn custom(
         )?
         .map(|row| row.int(0))
         .ok_or_else(|| StoreError::Busy("no event id".into()))?;
+    let settled = crate::awards::settle(c, tenant, &member, awards)?;
+    let awards = settled.as_slice();
+    crate::awards::record(c, tenant, event_id, None, &member, awards, 0, now)?;
     let points: i64 = awards.iter().map(|a| a.points).sum::<i64>().max(0);
     if points > 0 {
         let reason = format!("event {}", e.kind);
@@ -347,13 +371,14 @@ pub(crate) fn custom(
         c.execute("UPDATE members SET lifetime_earned = lifetime_earned + $3 WHERE tenant_id = $1 AND id = $2", &[tenant.into(), member.as_str().into(), points.into()])?;
     }
     ledger::touch_activity(c, tenant, &member, occurred, now)?;
+    crate::member_value::after_custom(c, tenant, &member, settings, now)?;
     let after = lock_member(c, tenant, &member)?.unwrap_or(state);
     Ok(CustomOutcome {
         event_id,
         member_id: member,
         kind: e.kind.clone(),
         points,
-        breakdown: awards.to_vec(),
+        breakdown: crate::awards::public(awards),
         balance: after.now(),
     })
 }

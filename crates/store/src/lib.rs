@@ -7,18 +7,28 @@
 //! Start at [`Store`]: its methods are the storage operations in domain terms.
 
 mod api;
+pub mod awards;
 pub mod conn;
+pub mod credit;
+pub mod dashboard;
 pub mod error;
 mod events;
 mod idem;
 mod jobs;
 mod ledger;
+mod member_value;
 pub mod members;
+pub mod membership;
 pub mod model;
+pub mod rewards;
+pub mod rules;
 pub mod runtime;
 pub mod schema;
 pub mod tenancy;
+pub mod tiers;
+pub mod transfers;
 mod verify;
+pub mod web;
 
 pub use conn::{Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
 pub use error::StoreError;

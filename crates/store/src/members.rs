@@ -228,12 +228,16 @@ pub(crate) fn facts(
         MemberKey::ExternalId(e) => ("external_id", e),
     };
     let row = c.query_one(
-        &format!("SELECT id, attributes, order_count, lifetime_spend_minor, created_at, birth_date FROM members WHERE tenant_id = $1 AND {column} = $2"),
+        &format!("SELECT id, attributes, order_count, lifetime_spend_minor, created_at, birth_date, tier FROM members WHERE tenant_id = $1 AND {column} = $2"),
         &[tenant.into(), value.into()],
     )?;
+    let plan = match &row {
+        Some(r) => crate::membership::active_plan(c, tenant, &r.text(0))?,
+        None => None,
+    };
     Ok(row.map(|r| fidelis_core::earn::MemberFacts {
         id: Some(r.text(0)),
-        tier: None,
+        tier: r.opt_text(6),
         attributes: serde_json::from_str(&r.text(1)).unwrap_or_default(),
         order_count: r.int(2),
         lifetime_spend_minor: r.int(3),
@@ -241,6 +245,7 @@ pub(crate) fn facts(
         birth_date: r
             .opt_text(5)
             .and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
+        plan,
     }))
 }
 

@@ -166,6 +166,14 @@ pub struct JobReport {
     pub expired_lots: i64,
     pub expired_points: i64,
     pub members_touched: i64,
+    /// Tier reviews made, and how many changed a tier.
+    #[serde(default)]
+    pub tier_reviews: i64,
+    #[serde(default)]
+    pub tier_moves: i64,
+    /// Plan perk coupons issued.
+    #[serde(default)]
+    pub perk_coupons: i64,
 }
 
 impl JobReport {
@@ -175,6 +183,9 @@ impl JobReport {
         self.expired_lots += other.expired_lots;
         self.expired_points += other.expired_points;
         self.members_touched += other.members_touched;
+        self.tier_reviews += other.tier_reviews;
+        self.tier_moves += other.tier_moves;
+        self.perk_coupons += other.perk_coupons;
     }
 }
 

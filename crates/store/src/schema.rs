@@ -3,7 +3,12 @@
 
 use crate::conn::{Conn, DbError, Dialect};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "spine", SPINE)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "spine", SPINE),
+    (2, "rules", crate::rules::MIGRATION),
+    (3, "member_value", crate::member_value::MEMBER_VALUE),
+    (4, "web", crate::web::WEB),
+];
 
 const SPINE: &str = r#"
 CREATE TABLE tenants (

@@ -17,6 +17,12 @@ pub struct VerifyReport {
     pub unbalanced_transactions: Vec<i64>,
     pub balance_mismatches: Vec<String>,
     pub lot_mismatches: Vec<String>,
+    /// Store-credit transactions whose entries do not sum to zero.
+    #[serde(default)]
+    pub unbalanced_credit_transactions: Vec<i64>,
+    /// Cached store-credit balances that differ from their entries.
+    #[serde(default)]
+    pub credit_mismatches: Vec<String>,
 }
 
 impl VerifyReport {
@@ -24,6 +30,8 @@ impl VerifyReport {
         self.unbalanced_transactions.is_empty()
             && self.balance_mismatches.is_empty()
             && self.lot_mismatches.is_empty()
+            && self.unbalanced_credit_transactions.is_empty()
+            && self.credit_mismatches.is_empty()
     }
 }
 
@@ -92,5 +100,9 @@ pub(crate) fn verify(c: &mut dyn Conn, tenant: &str) -> Result<VerifyReport> {
         .iter()
         .map(|r| format!("{}/{}: available {} pending {}, lots hold {} and {}", r.text(0), r.text(1), r.int(2), r.int(3), r.int(4), r.int(5)))
         .collect();
+    (
+        report.unbalanced_credit_transactions,
+        report.credit_mismatches,
+    ) = crate::credit::verify(c, tenant, SAMPLES)?;
     Ok(report)
 }

@@ -1,0 +1,476 @@
+//! Rule awards inside the write transaction: caps and budgets are enforced against counters
+//! (locked rows, so concurrent writers on several nodes never exceed them), every award is
+//! recorded with its rule version and what it was computed on, and a refund claws back from
+//! each award what it gave for the refunded lines or amount. Also the awards of events that are
+//! not purchases (enrolment, birthday, refund bonuses), each granted once per key.
+
+use crate::conn::Conn;
+use crate::error::{Result, StoreError};
+use crate::idem::{self, IdemKey};
+use crate::ledger::{self, NewLot, Txn, expiry_for};
+use crate::model::BalanceNow;
+use crate::runtime::Store;
+use fidelis_core::earn::{Award, AwardBasis, MemberFacts};
+use fidelis_core::event::{MemberKey, RefundWhat};
+use fidelis_core::ledger::{Account, clawback_target};
+use fidelis_core::program::ProgramSettings;
+use serde::{Deserialize, Serialize};
+
+/// Cuts each award to what its caps, budgets and Nth-order check allow, and counts what it
+/// keeps. The member's row must already be locked; counters are locked row by row.
+pub(crate) fn settle(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    awards: &[Award],
+) -> Result<Vec<Award>> {
+    let mut out = Vec::with_capacity(awards.len());
+    let mut order_count: Option<i64> = None;
+    for a in awards {
+        let mut a = a.clone();
+        let Some(terms) = a.terms.as_deref() else {
+            out.push(a);
+            continue;
+        };
+        let asked = a.capped_from.unwrap_or(a.points);
+        let mut allowed = a.points.max(0);
+        if let Some((n, every)) = terms.nth_order {
+            let count = match order_count {
+                Some(k) => k,
+                None => {
+                    let k = c
+                        .query_one(
+                            "SELECT order_count FROM members WHERE tenant_id = $1 AND id = $2",
+                            &[tenant.into(), member.into()],
+                        )?
+                        .map_or(0, |r| r.int(0));
+                    order_count = Some(k);
+                    k
+                }
+            };
+            let k = count + 1;
+            if !(if every { n > 0 && k % n == 0 } else { k == n }) {
+                allowed = 0;
+            }
+        }
+        for l in terms.limits.iter() {
+            if allowed == 0 {
+                break;
+            }
+            let who = if l.per_member { member } else { "" };
+            c.execute(
+                "INSERT INTO rule_counters (tenant_id, counter, member_id, period, points) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
+                &[tenant.into(), (&*l.counter).into(), who.into(), (&*l.period).into()],
+            )?;
+            let used = c
+                .query_one(
+                    &format!("SELECT points FROM rule_counters WHERE tenant_id = $1 AND counter = $2 AND member_id = $3 AND period = $4{}", c.dialect().for_update()),
+                    &[tenant.into(), (&*l.counter).into(), who.into(), (&*l.period).into()],
+                )?
+                .map_or(0, |r| r.int(0));
+            allowed = allowed.min((l.max - used).max(0));
+        }
+        if allowed > 0 {
+            for l in terms.limits.iter() {
+                let who = if l.per_member { member } else { "" };
+                c.execute(
+                    "UPDATE rule_counters SET points = points + $5 WHERE tenant_id = $1 AND counter = $2 AND member_id = $3 AND period = $4",
+                    &[tenant.into(), (&*l.counter).into(), who.into(), (&*l.period).into(), allowed.into()],
+                )?;
+            }
+        }
+        if allowed < a.points {
+            a.capped_from = Some(asked);
+        }
+        a.points = allowed;
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// Records the awards an event gave (a row per award with points), with what each was
+/// computed on: its line basis, or the whole `total_minor`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record(
+    c: &mut dyn Conn,
+    tenant: &str,
+    event_id: i64,
+    order_id: Option<&str>,
+    member: &str,
+    awards: &[Award],
+    total_minor: i64,
+    now: i64,
+) -> Result<()> {
+    for a in awards.iter().filter(|a| a.points > 0) {
+        let basis = a.terms.as_deref().and_then(|t| t.basis.as_ref());
+        let basis_json = basis.map(serde_json::to_string).transpose()?;
+        let basis_total = basis.map_or(total_minor, |b| b.total_minor);
+        c.execute(
+            "INSERT INTO awards (tenant_id, event_id, order_id, member_id, source, rule_version, campaign_id, points, basis, basis_total, basis_refunded, clawed_back, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11)",
+            &[
+                tenant.into(), event_id.into(), order_id.into(), member.into(), a.source.as_str().into(), a.rule_version.into(),
+                a.campaign.as_ref().into(), a.points.into(), basis_json.as_ref().into(), basis_total.into(), now.into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The awards as an answer shows them: without the terms the store consumed.
+pub(crate) fn public(awards: &[Award]) -> Vec<Award> {
+    awards
+        .iter()
+        .map(|a| Award {
+            terms: None,
+            ..a.clone()
+        })
+        .collect()
+}
+
+/// The points a refund claws back in all, award by award: each award gives back what it gave
+/// for the refunded part of what it was computed on (its lines, or the whole order). `None`
+/// when the order has no award rows (recorded before awards were), and the caller claws back
+/// in proportion to the order as before. `amount` is what the refund is worth, at the price
+/// paid; `total` the order's total.
+pub(crate) fn clawback(
+    c: &mut dyn Conn,
+    tenant: &str,
+    order_id: &str,
+    what: &RefundWhat,
+    amount: i64,
+    total: i64,
+) -> Result<Option<i64>> {
+    let rows = c.query(
+        "SELECT id, points, basis, basis_total, basis_refunded, clawed_back FROM awards WHERE tenant_id = $1 AND order_id = $2 ORDER BY id",
+        &[tenant.into(), order_id.into()],
+    )?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut claw = 0;
+    for r in &rows {
+        let (id, points, basis_total, refunded_before, clawed_before) =
+            (r.int(0), r.int(1), r.int(3), r.int(4), r.int(5));
+        let basis: Option<AwardBasis> = match r.opt_text(2) {
+            Some(s) => Some(serde_json::from_str(&s)?),
+            None => None,
+        };
+        let share = match (&basis, what) {
+            // An award on some lines gives back its part of the refunded units of those lines.
+            (Some(b), RefundWhat::Lines(wanted)) => wanted
+                .iter()
+                .filter_map(|(sku, qty)| {
+                    let line = b.lines.iter().find(|l| &l.sku == sku)?;
+                    let part = i128::from(line.paid_minor) * i128::from((*qty).min(line.quantity))
+                        / i128::from(line.quantity.max(1));
+                    i64::try_from(part).ok()
+                })
+                .sum::<i64>(),
+            // A refund by amount is spread over the order: an award on some lines takes its
+            // share of it.
+            (Some(b), RefundWhat::Amount(_)) if total > 0 => {
+                i64::try_from(i128::from(amount) * i128::from(b.total_minor) / i128::from(total))
+                    .unwrap_or(0)
+            }
+            (Some(_), RefundWhat::Amount(_)) => 0,
+            // An award on the whole order follows the order's refunded amount.
+            (None, _) => amount,
+        };
+        let refunded = refunded_before.saturating_add(share).min(basis_total);
+        let target = clawback_target(points, basis_total, refunded).max(clawed_before);
+        claw += target - clawed_before;
+        c.execute(
+            "UPDATE awards SET basis_refunded = $2, clawed_back = $3 WHERE id = $1",
+            &[id.into(), refunded.into(), target.into()],
+        )?;
+    }
+    Ok(Some(claw))
+}
+
+/// What an award of an event that is not a purchase is for: the member, a key that makes it
+/// happen once (`enrolment:<member>`, `birthday:<member>:<year>`, `refund:<event id>`), and
+/// the event it records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    pub member_id: String,
+    pub key: String,
+    /// `enrolment`, `birthday` or `refund`.
+    pub kind: String,
+    pub occurred_at: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantOutcome {
+    pub event_id: i64,
+    pub member_id: String,
+    pub kind: String,
+    pub points: i64,
+    pub breakdown: Vec<Award>,
+    /// True when the key had already been granted: nothing changed.
+    pub duplicate: bool,
+    pub balance: BalanceNow,
+}
+
+pub(crate) fn grant(
+    c: &mut dyn Conn,
+    tenant: &str,
+    g: &Grant,
+    awards: &[Award],
+    settings: &ProgramSettings,
+    now: i64,
+) -> Result<GrantOutcome> {
+    let claimed = c.execute(
+        "INSERT INTO rule_grants (tenant_id, grant_key, result, created_at) VALUES ($1, $2, NULL, $3) ON CONFLICT DO NOTHING",
+        &[tenant.into(), g.key.as_str().into(), now.into()],
+    )?;
+    if claimed == 0 {
+        let row = c
+            .query_one(
+                "SELECT result FROM rule_grants WHERE tenant_id = $1 AND grant_key = $2",
+                &[tenant.into(), g.key.as_str().into()],
+            )?
+            .ok_or_else(|| StoreError::Busy("grant vanished; retry".into()))?;
+        let mut first: GrantOutcome = serde_json::from_str(&row.text(0))?;
+        first.duplicate = true;
+        return Ok(first);
+    }
+    let state = ledger::lock_member(c, tenant, &g.member_id)?
+        .ok_or_else(|| StoreError::NotFound(format!("member `{}`", g.member_id)))?;
+    let payload = serde_json::json!({ "grant": g.key }).to_string();
+    let event_id = c
+        .query_one(
+            "INSERT INTO events (tenant_id, member_id, kind, type, occurred_at, recorded_at, payload) VALUES ($1, $2, 'rule', $3, $4, $5, $6) RETURNING id",
+            &[tenant.into(), g.member_id.as_str().into(), g.kind.as_str().into(), g.occurred_at.into(), now.into(), payload.as_str().into()],
+        )?
+        .map(|r| r.int(0))
+        .ok_or_else(|| StoreError::Busy("no event id".into()))?;
+    let settled = settle(c, tenant, &g.member_id, awards)?;
+    let points: i64 = settled.iter().map(|a| a.points).sum::<i64>().max(0);
+    let mut balance = state.now();
+    if points > 0 {
+        let t = Txn {
+            tenant,
+            member: &g.member_id,
+            kind: "earn",
+            reason: &g.reason,
+            event_id: Some(event_id),
+            order_id: None,
+            actor: None,
+            now,
+        };
+        let txn_id = ledger::insert_txn(c, &t)?;
+        let lot = NewLot {
+            order_id: None,
+            pending: false,
+            amount: points,
+            remaining: points,
+            earned_at: g.occurred_at,
+            matures_at: None,
+            expires_at: expiry_for(settings, g.occurred_at),
+        };
+        ledger::credit_available(c, &t, txn_id, state, points, Account::Issued, lot)?;
+        c.execute(
+            "UPDATE members SET lifetime_earned = lifetime_earned + $3 WHERE tenant_id = $1 AND id = $2",
+            &[tenant.into(), g.member_id.as_str().into(), points.into()],
+        )?;
+        balance.available += points;
+    }
+    record(c, tenant, event_id, None, &g.member_id, &settled, 0, now)?;
+    let outcome = GrantOutcome {
+        event_id,
+        member_id: g.member_id.clone(),
+        kind: g.kind.clone(),
+        points,
+        breakdown: public(&settled),
+        duplicate: false,
+        balance,
+    };
+    c.execute(
+        "UPDATE rule_grants SET result = $3 WHERE tenant_id = $1 AND grant_key = $2",
+        &[
+            tenant.into(),
+            g.key.as_str().into(),
+            serde_json::to_string(&outcome)?.as_str().into(),
+        ],
+    )?;
+    Ok(outcome)
+}
+
+/// Members whose birthday is `month_day` (`MM-DD`; also `02-29` when `leap_too`) and who have
+/// no grant under `birthday:<id>:<year>` yet, after `cursor`, as earning facts.
+pub(crate) fn birthday_members(
+    c: &mut dyn Conn,
+    tenant: &str,
+    month_day: &str,
+    leap_too: bool,
+    year: i32,
+    cursor: &str,
+    limit: i64,
+) -> Result<Vec<MemberFacts>> {
+    let also = if leap_too { "02-29" } else { month_day };
+    let rows = c.query(
+        "SELECT id FROM members m WHERE m.tenant_id = $1 AND m.birth_date IS NOT NULL AND (substr(m.birth_date, 6, 5) = $2 OR substr(m.birth_date, 6, 5) = $3) AND m.id > $4 AND NOT EXISTS (SELECT 1 FROM rule_grants g WHERE g.tenant_id = m.tenant_id AND g.grant_key = 'birthday:' || m.id || ':' || $5) ORDER BY m.id LIMIT $6",
+        &[tenant.into(), month_day.into(), also.into(), cursor.into(), year.to_string().as_str().into(), limit.into()],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if let Some(f) = crate::members::facts(c, tenant, &MemberKey::Id(r.text(0)))? {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// A stored event, as a backtest replays it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub member_id: String,
+    pub kind: String,
+    pub event_type: String,
+    pub order_id: Option<String>,
+    pub occurred_at: i64,
+    pub channel: Option<String>,
+    pub store_id: Option<String>,
+    pub amount_minor: i64,
+    pub payload: String,
+}
+
+/// Purchases, refunds and custom events in `[from, to)` after `(after_at, after_id)`, oldest
+/// first.
+pub(crate) fn events_between(
+    c: &mut dyn Conn,
+    tenant: &str,
+    from: i64,
+    to: i64,
+    after: (i64, i64),
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    let rows = c.query(
+        "SELECT id, member_id, kind, type, order_id, occurred_at, channel, store_id, amount_minor, payload FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3 AND kind IN ('purchase', 'refund', 'custom') AND (occurred_at > $4 OR (occurred_at = $4 AND id > $5)) ORDER BY occurred_at, id LIMIT $6",
+        &[tenant.into(), from.into(), to.into(), after.0.into(), after.1.into(), limit.into()],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredEvent {
+            id: r.int(0),
+            member_id: r.text(1),
+            kind: r.text(2),
+            event_type: r.text(3),
+            order_id: r.opt_text(4),
+            occurred_at: r.int(5),
+            channel: r.opt_text(6),
+            store_id: r.opt_text(7),
+            amount_minor: r.int(8),
+            payload: r.text(9),
+        })
+        .collect())
+}
+
+/// Each member's purchases and net spend before `t`: the order count and lifetime spend a
+/// backtest starts from.
+pub(crate) fn spend_before(
+    c: &mut dyn Conn,
+    tenant: &str,
+    t: i64,
+) -> Result<Vec<(String, i64, i64)>> {
+    Ok(c.query(
+        "SELECT member_id, CAST(SUM(CASE WHEN kind = 'purchase' THEN 1 ELSE 0 END) AS BIGINT), CAST(SUM(CASE WHEN kind = 'purchase' THEN amount_minor ELSE -amount_minor END) AS BIGINT) FROM events WHERE tenant_id = $1 AND occurred_at < $2 AND kind IN ('purchase', 'refund') GROUP BY member_id",
+        &[tenant.into(), t.into()],
+    )?
+    .iter()
+    .map(|r| (r.text(0), r.int(1), r.int(2)))
+    .collect())
+}
+
+impl Store {
+    /// Grants the awards of an event that is not a purchase, once per `grant.key`.
+    pub async fn grant_awards(
+        &self,
+        tenant: &str,
+        g: Grant,
+        awards: Vec<Award>,
+        settings: ProgramSettings,
+        idem: Option<IdemKey>,
+        now: i64,
+    ) -> Result<(GrantOutcome, bool)> {
+        let tenant = tenant.to_string();
+        let part = g.member_id.clone();
+        self.write(&part, move |c| {
+            crate::runtime::with_retry(c, |c| {
+                idem::run(c, &tenant, idem.as_ref(), now, |c| {
+                    grant(c, &tenant, &g, &awards, &settings, now)
+                })
+            })
+        })
+        .await
+    }
+
+    pub async fn birthday_members(
+        &self,
+        tenant: &str,
+        month_day: &str,
+        leap_too: bool,
+        year: i32,
+        cursor: &str,
+        limit: i64,
+    ) -> Result<Vec<MemberFacts>> {
+        let (tenant, month_day, cursor) = (
+            tenant.to_string(),
+            month_day.to_string(),
+            cursor.to_string(),
+        );
+        self.read(move |c| birthday_members(c, &tenant, &month_day, leap_too, year, &cursor, limit))
+            .await
+    }
+
+    pub async fn events_between(
+        &self,
+        tenant: &str,
+        from: i64,
+        to: i64,
+        after: (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| events_between(c, &tenant, from, to, after, limit))
+            .await
+    }
+
+    pub async fn spend_before(&self, tenant: &str, t: i64) -> Result<Vec<(String, i64, i64)>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| spend_before(c, &tenant, t)).await
+    }
+
+    /// The awards recorded for an event: (source, rule version, campaign, points, clawed back).
+    pub async fn event_awards(&self, tenant: &str, event_id: i64) -> Result<Vec<RecordedAward>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            Ok(c.query(
+                "SELECT source, rule_version, campaign_id, points, clawed_back FROM awards WHERE tenant_id = $1 AND event_id = $2 ORDER BY id",
+                &[tenant.as_str().into(), event_id.into()],
+            )?
+            .iter()
+            .map(|r| RecordedAward {
+                source: r.text(0),
+                rule_version: r.opt_int(1),
+                campaign_id: r.opt_text(2),
+                points: r.int(3),
+                clawed_back: r.int(4),
+            })
+            .collect())
+        })
+        .await
+    }
+}
+
+/// An award as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedAward {
+    pub source: String,
+    pub rule_version: Option<i64>,
+    pub campaign_id: Option<String>,
+    pub points: i64,
+    pub clawed_back: i64,
+}
