@@ -435,6 +435,18 @@ pub const FR: &[(&str, &str)] = &[
         "Pas de niveau (le programme n’a pas de niveaux).",
     ),
     ("no_coupons", "Aucun coupon."),
+    // Tiers
+    ("nav_tiers", "Niveaux"),
+    ("no_tier_yet", "Pas encore de niveau"),
+    ("tier_metric", "Critère"),
+    ("tier_threshold", "Seuil"),
+    ("tier_multiplier", "Multiplicateur"),
+    ("tier_perks", "Avantages"),
+    ("tier_definition", "Définition des niveaux (JSON)"),
+    (
+        "tier_definition_hint",
+        "Le même document que l’API /api/v1/tiers ; vérifié à l’enregistrement. Vide ou null : pas de niveaux.",
+    ),
 ];
 
 pub const EN: &[(&str, &str)] = &[
@@ -847,4 +859,16 @@ pub const EN: &[(&str, &str)] = &[
     ("tier", "Tier"),
     ("no_tier", "No tier (the programme has no tiers)."),
     ("no_coupons", "No coupons."),
+    // Tiers
+    ("nav_tiers", "Tiers"),
+    ("no_tier_yet", "No tier yet"),
+    ("tier_metric", "Metric"),
+    ("tier_threshold", "Threshold"),
+    ("tier_multiplier", "Multiplier"),
+    ("tier_perks", "Perks"),
+    ("tier_definition", "Tier definition (JSON)"),
+    (
+        "tier_definition_hint",
+        "The same document as the /api/v1/tiers API; checked when saved. Empty or null: no tiers.",
+    ),
 ];

@@ -43,6 +43,7 @@ pub const TEMPLATES: &[(&str, &str)] = templates![
     "admin/dry_run.html",
     "portal/rewards.html",
     "portal/coupon.html",
+    "admin/tiers.html",
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

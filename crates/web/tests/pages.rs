@@ -673,11 +673,42 @@ async fn an_owner_works_through_the_console(db: TestDb) {
         "/admin/coupons",
         "/admin/coupons?code=ABCD-EFGH",
         "/admin/rules/dry-run?total=80",
+        "/admin/tiers",
         "/admin/rules/check?condition=event.total",
     ] {
         let page = b.get(path).await;
         assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
     }
+    let csrf = b.get("/admin/tiers").await.csrf();
+    let r = b
+        .post(
+            "/admin/tiers",
+            &[
+                ("csrf", &csrf),
+                ("json", fidelis_web::admin::tiers::EXAMPLE),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let tiers = env
+        .app
+        .tiers(&env.admin_principal())
+        .await
+        .expect("tiers")
+        .expect("a ladder");
+    assert_eq!(tiers.tiers.len(), 2);
+    let bad = b
+        .post(
+            "/admin/tiers",
+            &[("csrf", &csrf), ("json", "{\"metric\": \"vibes\"}")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let home = b.get(&format!("/admin/members/{id}")).await;
+    assert!(
+        home.body.contains("Silver") || home.body.contains("Gold"),
+        "the member's tier or the next one shows"
+    );
     let img = b.get(&format!("/m/{T}/logo")).await;
     assert_eq!(img.status, StatusCode::OK);
     assert!(img.body.starts_with("\u{fffd}PNG"));

@@ -8,6 +8,7 @@ mod dashboard;
 mod members;
 mod rules;
 mod settings;
+pub mod tiers;
 
 pub use members::history_rows;
 
@@ -46,6 +47,7 @@ pub fn routes() -> Router<WebState> {
             get(settings::users).post(settings::add_user),
         )
         .route("/admin/rewards", get(catalog::list).post(catalog::create))
+        .route("/admin/tiers", get(tiers::show).post(tiers::save))
         .route("/admin/coupons", get(catalog::coupon))
         .route("/admin/rules", get(rules::list).post(rules::create))
         .route("/admin/rules/status", post(rules::set_status))

@@ -74,8 +74,10 @@ pub async fn tier(
     member: &str,
     lang: crate::i18n::Lang,
 ) -> Option<Value> {
+    // No ladder, no tier block; a member the ladder has not placed yet shows the way up.
+    app.tiers(p).await.ok().flatten()?;
     let v = app.member_tier(p, member).await.ok()?;
-    let name = v.tier.clone()?;
+    let name = v.tier.clone();
     let num = |x: &serde_json::Value| {
         x.as_f64()
             .or_else(|| x.as_str().and_then(|s| s.parse::<f64>().ok()))
