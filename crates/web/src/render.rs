@@ -44,6 +44,9 @@ pub const TEMPLATES: &[(&str, &str)] = templates![
     "portal/rewards.html",
     "portal/coupon.html",
     "admin/tiers.html",
+    "admin/campaigns.html",
+    "admin/campaign.html",
+    "admin/backtest.html",
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

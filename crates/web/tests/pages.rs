@@ -311,6 +311,25 @@ async fn a_support_user_cannot_change_settings(db: TestDb) {
         .await;
     assert_eq!(brand.status, StatusCode::FORBIDDEN);
     assert_eq!(b.get("/admin/keys").await.status, StatusCode::FORBIDDEN);
+    let campaigns = b.get("/admin/campaigns").await;
+    assert_eq!(campaigns.status, StatusCode::OK, "support may look");
+    assert!(!campaigns.body.contains("action=\"/admin/campaigns\""));
+    let r = b
+        .post(
+            "/admin/campaigns",
+            &[("csrf", &csrf), ("name", "Sneaky"), ("target", "all")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        env.app
+            .list_campaigns(&env.admin_principal(), None, 10)
+            .await
+            .expect("campaigns")
+            .items
+            .is_empty(),
+        "no campaign was created"
+    );
     let (s, version_after) = env
         .app
         .program(&env.admin_principal())
@@ -657,7 +676,95 @@ async fn an_owner_works_through_the_console(db: TestDb) {
     assert_eq!(r.status, StatusCode::OK);
     let portal = b.get(&format!("/m/{T}")).await;
     assert!(portal.body.contains("Maison Lumière") && portal.body.contains("--brand: #7a1f3d"));
+    let campaigns = b.get("/admin/campaigns").await;
+    assert_eq!(campaigns.status, StatusCode::OK, "{}", campaigns.body);
+    let csrf = campaigns.csrf();
+    let bad = b
+        .post(
+            "/admin/campaigns",
+            &[
+                ("csrf", &csrf),
+                ("name", "Broken target"),
+                ("target", "expression"),
+                ("expression", "member.tier =="),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("target.expression"), "{}", bad.body);
+    let r = b
+        .post(
+            "/admin/campaigns",
+            &[
+                ("csrf", &csrf),
+                ("name", "Winter sale"),
+                ("budget_points", "50000"),
+                ("valid_from", "2026-12-01"),
+                ("valid_to", "2027-01-15"),
+                ("target", "expression"),
+                ("expression", "member.order_count >= 0"),
+                ("activate", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let at = r.location.clone().unwrap_or_default();
+    assert!(at.starts_with("/admin/campaigns/"), "{at}");
+    let campaign = b.get(&at).await;
+    assert_eq!(campaign.status, StatusCode::OK, "{}", campaign.body);
+    assert!(campaign.body.contains("Winter sale") && campaign.body.contains("50,000"));
+    let cid = env
+        .app
+        .list_campaigns(&env.admin_principal(), None, 10)
+        .await
+        .expect("campaigns")
+        .items[0]
+        .id
+        .clone();
+    assert_eq!(
+        env.app
+            .campaign(&env.admin_principal(), &cid)
+            .await
+            .expect("campaign")
+            .status,
+        fidelis_core::rules::define::Status::Active
+    );
+    let active = b.get("/admin/campaigns?status=active").await;
+    assert!(active.body.contains("Winter sale"));
+    let drafts = b.get("/admin/campaigns?status=draft").await;
+    assert!(!drafts.body.contains("Winter sale"));
+    let bt = b
+        .get(&format!(
+            "/admin/campaigns/{cid}/backtest?from=2026-10-01&to=2026-11-01"
+        ))
+        .await;
+    assert_eq!(bt.status, StatusCode::OK, "{}", bt.body);
+    assert!(bt.body.contains("points earned"), "{}", bt.body);
+    let bt_bad = b
+        .get(&format!(
+            "/admin/campaigns/{cid}/backtest?from=2026-11-01&to=2026-10-01"
+        ))
+        .await;
+    assert!(bt_bad.body.contains("alert-error"), "{}", bt_bad.body);
+    let ended = b
+        .post(
+            "/admin/campaigns/status",
+            &[("csrf", &csrf), ("id", &cid), ("status", "ended")],
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        env.app
+            .campaign(&env.admin_principal(), &cid)
+            .await
+            .expect("campaign")
+            .status,
+        fidelis_core::rules::define::Status::Ended
+    );
     for path in [
+        "/admin/campaigns",
+        "/admin/campaigns?status=ended",
+        "/admin/campaigns/check?expression=member.order_count",
         "/admin",
         "/admin?days=7",
         "/admin/members",

@@ -3,6 +3,7 @@
 //! calls (or [`AdminSession::require`] first when a page is only for some roles).
 
 mod auth;
+mod campaigns;
 mod catalog;
 mod dashboard;
 mod members;
@@ -53,6 +54,14 @@ pub fn routes() -> Router<WebState> {
         .route("/admin/rules/status", post(rules::set_status))
         .route("/admin/rules/check", get(rules::check))
         .route("/admin/rules/dry-run", get(rules::dry_run))
+        .route(
+            "/admin/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
+        .route("/admin/campaigns/status", post(campaigns::set_status))
+        .route("/admin/campaigns/check", get(campaigns::check))
+        .route("/admin/campaigns/{id}", get(campaigns::show))
+        .route("/admin/campaigns/{id}/backtest", get(campaigns::backtest))
 }
 
 /// What every console page shows: who is signed in, what they may do, the anti-forgery token.

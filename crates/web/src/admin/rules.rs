@@ -241,7 +241,11 @@ pub struct CheckQuery {
 
 /// The condition as it is typed (htmx): `ok`, or where and why it does not compile.
 pub async fn check(_a: Admin, Query(q): Query<CheckQuery>) -> Response {
-    let src = q.condition.unwrap_or_default();
+    check_html(q.condition.unwrap_or_default())
+}
+
+/// `ok`, or where and why the expression `src` (empty: `true`) does not compile.
+pub(super) fn check_html(src: String) -> Response {
     let src = if src.trim().is_empty() {
         "true".to_string()
     } else {
