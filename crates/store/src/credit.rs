@@ -252,24 +252,21 @@ fn view(
         "SELECT t.id, t.kind, t.reason, t.order_id, e.amount_minor, t.created_at FROM credit_txns t JOIN credit_entries e ON e.txn_id = t.id AND e.account = 'credit' WHERE t.tenant_id = $1 AND t.member_id = $2 AND t.id < $3 ORDER BY t.id DESC LIMIT $4",
         &[tenant.into(), member.into(), cursor.unwrap_or(i64::MAX).into(), (limit + 1).into()],
     )?;
-    let more = rows.len() as i64 > limit;
-    let items: Vec<CreditMovement> = rows
-        .iter()
-        .take(limit as usize)
-        .map(|r| CreditMovement {
-            id: r.int(0),
-            kind: r.text(1),
-            reason: r.text(2),
-            order_id: r.opt_text(3),
-            amount_minor: r.int(4),
-            created_at: ts(r.int(5)),
-        })
-        .collect();
-    let next_cursor = if more {
-        items.last().map(|m| m.id.to_string())
-    } else {
-        None
-    };
+    let Page { items, next_cursor } = Page::from_rows(
+        &rows,
+        limit,
+        |r| {
+            Ok(CreditMovement {
+                id: r.int(0),
+                kind: r.text(1),
+                reason: r.text(2),
+                order_id: r.opt_text(3),
+                amount_minor: r.int(4),
+                created_at: ts(r.int(5)),
+            })
+        },
+        |m| m.id.to_string(),
+    )?;
     Ok(CreditView {
         member_id: member.to_string(),
         balance_minor: balance,

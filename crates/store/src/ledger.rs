@@ -409,17 +409,7 @@ pub(crate) fn history(
         "SELECT id, kind, reason, event_id, order_id, actor, created_at FROM txns WHERE tenant_id = $1 AND member_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4",
         &[tenant.into(), member.into(), cursor.unwrap_or(i64::MAX).into(), (limit + 1).into()],
     )?;
-    let more = rows.len() as i64 > limit;
-    let mut items = Vec::with_capacity(rows.len());
-    for r in rows.iter().take(limit as usize) {
-        items.push(txn_view(c, r)?);
-    }
-    let next_cursor = if more {
-        items.last().map(|t| t.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Page::from_rows(&rows, limit, |r| txn_view(c, r), |t| t.id.to_string())
 }
 
 fn txn_view(c: &mut dyn Conn, r: &Row) -> Result<LedgerTxn> {

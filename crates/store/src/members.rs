@@ -168,14 +168,7 @@ pub(crate) fn list(
             (limit + 1).into(),
         ],
     )?;
-    let more = rows.len() as i64 > limit;
-    let items: Vec<Member> = rows.iter().take(limit as usize).map(member).collect();
-    let next_cursor = if more {
-        items.last().map(|m| m.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Page::from_rows(&rows, limit, |r| Ok(member(r)), |m| m.id.clone())
 }
 
 /// The member an event names; enrols an unknown external id when `auto_enroll` is on.

@@ -195,3 +195,27 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
+
+impl<T> Page<T> {
+    /// A page from rows read with `LIMIT limit + 1` (the extra row only says another page
+    /// follows): the first `limit` rows mapped, and the cursor of the last one when more follow.
+    pub(crate) fn from_rows(
+        rows: &[crate::conn::Row],
+        limit: i64,
+        mut map: impl FnMut(&crate::conn::Row) -> crate::error::Result<T>,
+        cursor_of: impl Fn(&T) -> String,
+    ) -> crate::error::Result<Page<T>> {
+        let more = rows.len() as i64 > limit;
+        let items = rows
+            .iter()
+            .take(usize::try_from(limit).unwrap_or(0))
+            .map(&mut map)
+            .collect::<crate::error::Result<Vec<T>>>()?;
+        let next_cursor = if more {
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}

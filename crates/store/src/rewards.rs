@@ -113,18 +113,7 @@ fn list_rewards(
         &format!("SELECT {REWARD_COLUMNS} FROM rewards WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"),
         &[tenant.into(), cursor.unwrap_or("").into(), (limit + 1).into()],
     )?;
-    let more = rows.len() as i64 > limit;
-    let items = rows
-        .iter()
-        .take(limit as usize)
-        .map(reward_record)
-        .collect::<Result<Vec<_>>>()?;
-    let next_cursor = if more {
-        items.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Page::from_rows(&rows, limit, reward_record, |r| r.id.clone())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -366,18 +366,7 @@ pub(crate) fn list_rules(
             (limit + 1).into(),
         ],
     )?;
-    let more = rows.len() as i64 > limit;
-    let items = rows
-        .iter()
-        .take(limit as usize)
-        .map(rule_row)
-        .collect::<Result<Vec<_>>>()?;
-    let next_cursor = if more {
-        items.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Page::from_rows(&rows, limit, rule_row, |r| r.id.clone())
 }
 
 pub(crate) fn rule_versions(c: &mut dyn Conn, tenant: &str, id: &str) -> Result<Vec<RuleRecord>> {
@@ -542,18 +531,7 @@ pub(crate) fn list_campaigns(
         &format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns k JOIN campaign_versions v ON v.tenant_id = k.tenant_id AND v.campaign_id = k.id AND v.version = k.version WHERE k.tenant_id = $1 AND k.id > $2 ORDER BY k.id LIMIT $3"),
         &[tenant.into(), cursor.unwrap_or("").into(), (limit + 1).into()],
     )?;
-    let more = rows.len() as i64 > limit;
-    let items = rows
-        .iter()
-        .take(limit as usize)
-        .map(campaign_row)
-        .collect::<Result<Vec<_>>>()?;
-    let next_cursor = if more {
-        items.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Page::from_rows(&rows, limit, campaign_row, |r| r.id.clone())
 }
 
 /// What an upload of a campaign's target list did.
