@@ -304,6 +304,53 @@ async fn connection(
     Ok((purchases, reads))
 }
 
+/// The store's group-commit counters at the end of a run.
+struct WritePath {
+    batches: f64,
+    jobs: f64,
+    together: f64,
+    replays: f64,
+    commit_micros: f64,
+    max_batch: f64,
+}
+
+/// Reads the write path's counters: from the store in-process, else from the server's
+/// `/metrics` (the server was started for this run, so its counters are the run's).
+async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let text = match driver {
+        Driver::InProcess(app) => {
+            let m = app.store.metrics();
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+            return Some(WritePath {
+                batches: get(&m.batches),
+                jobs: get(&m.jobs),
+                together: get(&m.posted_together),
+                replays: get(&m.replays),
+                commit_micros: get(&m.commit_micros_total),
+                max_batch: get(&m.max_batch_seen),
+            });
+        }
+        Driver::Http(addr) => {
+            let mut h = Http::connect(addr).await.ok()?;
+            (h.call("GET", "/metrics", key, None).await.ok()? == 200)
+                .then(|| String::from_utf8_lossy(&h.body).into_owned())?
+        }
+    };
+    Some(WritePath {
+        batches: value(&text, "fidelis_store_batches_total"),
+        jobs: value(&text, "fidelis_store_jobs_total"),
+        together: value(&text, "fidelis_store_posted_together_total"),
+        replays: value(&text, "fidelis_store_batch_replays_total"),
+        commit_micros: value(&text, "fidelis_store_commit_micros_total"),
+        max_batch: value(&text, "fidelis_store_max_batch"),
+    })
+}
+
 fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -409,6 +456,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     let server_rss = child.as_ref().and_then(|c| c.0.id()).and_then(rss_mb);
+    let write_path = write_path(&driver, &shared.key).await;
     drop(child);
 
     let mut rows = Vec::new();
@@ -461,6 +509,17 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         ledger.transactions,
         if ledger.ok() { "ok" } else { "BROKEN" }
     );
+    if let Some(w) = &write_path {
+        println!(
+            "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean",
+            w.batches,
+            w.jobs / w.batches.max(1.0),
+            w.max_batch,
+            100.0 * w.together / w.jobs.max(1.0),
+            w.replays,
+            w.commit_micros / w.batches.max(1.0) / 1000.0
+        );
+    }
     if let Some(mb) = server_rss {
         println!(
             "server memory (RSS) at the end: {mb:.0} MB; start-up to listening: {startup_ms:.0} ms"

@@ -23,7 +23,18 @@ pub fn backend(url: &str) -> anyhow::Result<Arc<dyn Backend>> {
 
 pub fn open(url: &str, now_micros: i64) -> anyhow::Result<Store> {
     let b = backend(url)?;
-    let opts = StoreOptions::for_dialect(b.dialect());
+    let mut opts = StoreOptions::for_dialect(b.dialect());
+    // PostgreSQL takes several writer threads (SQLite has one writer whatever is asked).
+    if let Ok(n) = std::env::var("FIDELIS_PG_WRITERS") {
+        let n: usize = n
+            .parse()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .context("FIDELIS_PG_WRITERS must be a number from 1 to 256")?;
+        if b.dialect() == fidelis_store::Dialect::Postgres {
+            opts.writers = n;
+        }
+    }
     Store::start(b, opts, now_micros)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", redact(url)))
 }

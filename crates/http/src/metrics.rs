@@ -76,6 +76,16 @@ impl Metrics {
                 &store.jobs_failed,
             ),
             (
+                "fidelis_store_batch_replays_total",
+                "Batches run again with a savepoint per write because one write failed.",
+                &store.replays,
+            ),
+            (
+                "fidelis_store_posted_together_total",
+                "Purchases posted with multi-row statements together with their batch.",
+                &store.posted_together,
+            ),
+            (
                 "fidelis_store_commits_failed_total",
                 "Group commits that failed (no job acknowledged).",
                 &store.commits_failed,

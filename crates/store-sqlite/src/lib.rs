@@ -5,9 +5,26 @@
 use fidelis_store::{Backend, Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How often the checkpointer copies committed WAL frames back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 pub struct Sqlite {
     path: String,
+    /// Set while a checkpointer thread runs for this database; cleared when the last handle on
+    /// it goes, which stops the thread.
+    checkpointer: std::sync::OnceLock<Arc<AtomicBool>>,
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        if let Some(alive) = self.checkpointer.get() {
+            alive.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Sqlite {
@@ -16,6 +33,7 @@ impl Sqlite {
     pub fn new(path: &str) -> Sqlite {
         Sqlite {
             path: path.to_string(),
+            checkpointer: std::sync::OnceLock::new(),
         }
     }
 
@@ -73,17 +91,70 @@ impl Backend for Sqlite {
         let pragmas = if read_only {
             "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;"
         } else {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -64000; PRAGMA wal_autocheckpoint = 4000; PRAGMA temp_store = MEMORY;"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -64000; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;"
         };
         conn.execute_batch(pragmas).map_err(db_err)?;
+        if !read_only {
+            self.start_checkpointer();
+        }
         conn.set_prepared_statement_cache_capacity(256);
-        Ok(Box::new(SqliteConn { conn }))
+        Ok(Box::new(SqliteConn { conn, commits: 0 }))
+    }
+}
+
+impl Sqlite {
+    /// Writers do not checkpoint (SQLite would do it inside a commit, on the writer's time):
+    /// one thread per database does, with a connection of its own, in PASSIVE mode so it never
+    /// waits for or blocks the writer or the readers.
+    fn start_checkpointer(&self) {
+        let mut started = false;
+        let alive = self.checkpointer.get_or_init(|| {
+            started = true;
+            Arc::new(AtomicBool::new(true))
+        });
+        if !started {
+            return;
+        }
+        let (alive, path) = (alive.clone(), self.path.clone());
+        let spawned = std::thread::Builder::new()
+            .name("fidelis-checkpoint".into())
+            .spawn(move || {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = match Connection::open_with_flags(&path, flags) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the checkpointer cannot open the database; the WAL will grow");
+                        return;
+                    }
+                };
+                let _ = conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;");
+                while alive.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(e) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                    {
+                        tracing::warn!(error = %e, "checkpoint failed; will try again");
+                    }
+                }
+                // A last full copy, so a stopped server leaves a small WAL behind.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the checkpointer; the WAL will grow");
+        }
     }
 }
 
 struct SqliteConn {
     conn: Connection,
+    /// Commits since this connection last checkpointed (writers only).
+    commits: u32,
 }
+
+/// A writer finishes the checkpointer's work every this many commits: the WAL starts over
+/// only when everything in it is copied back, which a checkpointer running beside a busy
+/// writer never quite reaches alone.
+const WRITER_CHECKPOINT_EVERY: u32 = 32;
 
 /// `$1` → `?1`: SQLite's numbered parameters, so the same SQL text serves both databases.
 fn translate(sql: &str) -> String {
@@ -136,6 +207,23 @@ impl Conn for SqliteConn {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        // The writer's BEGIN and COMMIT come often: one statement is prepared once and cached.
+        if !sql.contains(';') {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
+            stmt.raw_execute().map_err(db_err)?;
+            if sql == "COMMIT" {
+                self.commits += 1;
+                if self.commits >= WRITER_CHECKPOINT_EVERY {
+                    self.commits = 0;
+                    // PASSIVE: copies what the checkpointer has not yet, waits for nobody;
+                    // a failure only leaves the WAL longer for a while.
+                    let _ = self
+                        .conn
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+                }
+            }
+            return Ok(());
+        }
         self.conn.execute_batch(sql).map_err(db_err)
     }
 }

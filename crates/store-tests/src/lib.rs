@@ -57,6 +57,12 @@ impl TestDb {
     pub fn store(&self, now_micros: i64) -> Store {
         let b = backend(&self.url);
         let opts = StoreOptions::for_dialect(b.dialect());
+        self.store_with(opts, now_micros)
+    }
+
+    /// A store on this database with `opts`.
+    pub fn store_with(&self, opts: StoreOptions, now_micros: i64) -> Store {
+        let b = backend(&self.url);
         match Store::start(b, opts, now_micros) {
             Ok(s) => s,
             Err(e) => panic!("cannot open test store {}: {e}", self.url),

@@ -220,14 +220,15 @@ impl Store {
     ) -> Result<(PurchaseOutcome, bool)> {
         let tenant = tenant.to_string();
         let part = self.member_partition(&tenant, &p.member).await;
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    crate::events::purchase(c, &tenant, &p, &awards, &settings, now)
-                })
-            })
-        })
-        .await
+        let job = crate::together::PurchaseJob {
+            tenant,
+            purchase: p,
+            awards,
+            settings,
+            idem,
+            now,
+        };
+        self.write_purchase(&part, job).await
     }
 
     pub async fn refund(

@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod schema;
 pub mod tenancy;
 pub mod tiers;
+mod together;
 pub mod transfers;
 mod verify;
 pub mod web;

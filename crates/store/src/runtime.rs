@@ -4,8 +4,10 @@
 //! that fails its checks is rolled back to its savepoint alone. Reads go to a pool of reader
 //! threads, each with its own connection.
 
-use crate::conn::{Conn, DbError, DbErrorKind, Dialect};
+use crate::conn::{Conn, DbError, Dialect};
 use crate::error::{Result, StoreError};
+use crate::model::PurchaseOutcome;
+use crate::together::PurchaseJob;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +30,10 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Jobs waiting per writer before new ones are refused as busy (503).
     pub queue_len: usize,
+    /// Post a batch's plain purchases together with multi-row statements. Pays on
+    /// PostgreSQL, where each statement is a round trip; on SQLite, where a statement costs
+    /// little, the extra look-ups made it about 10 % slower than one by one (docs/PERFORMANCE.md).
+    pub post_together: bool,
 }
 
 impl StoreOptions {
@@ -38,19 +44,100 @@ impl StoreOptions {
                 readers: 4,
                 max_batch: 512,
                 queue_len: 8192,
+                post_together: false,
             },
+            // Two writers per core (at least four): more only split the same concurrency into
+            // smaller batches and add PostgreSQL backends competing for the same cores.
             Dialect::Postgres => StoreOptions {
-                writers: 12,
+                writers: std::thread::available_parallelism()
+                    .map_or(4, |n| 2 * n.get())
+                    .clamp(4, 16),
                 readers: 8,
                 max_batch: 256,
                 queue_len: 4096,
+                post_together: true,
             },
         }
     }
 }
 
-type Deliver = Box<dyn FnOnce(Result<()>) + Send>;
-type WriteJob = Box<dyn FnOnce(&mut dyn Conn) -> (bool, Deliver) + Send>;
+/// One request to a writer. Its work may run twice: first without a savepoint, in a pass
+/// that is kept only if every request of the batch succeeds, and, if one failed, again with a
+/// savepoint of its own. Only the last run's effects and answer count.
+trait WriteJob: Send {
+    /// Runs the work; `true` when it succeeded.
+    fn run(&mut self, c: &mut dyn Conn) -> bool;
+    /// Answers with the last run's result once the batch's fate (`commit`) is known.
+    fn answer(self: Box<Self>, commit: Result<()>);
+    /// A purchase, which the writer may post together with the batch's other purchases.
+    fn purchase(&self) -> Option<&PurchaseJob> {
+        None
+    }
+    /// Takes the outcome of this purchase, posted together with others.
+    fn posted(&mut self, _outcome: PurchaseOutcome) {}
+}
+
+/// A purchase in a writer's queue, with the place its answer goes.
+struct PurchaseTask {
+    job: PurchaseJob,
+    result: Option<Result<(PurchaseOutcome, bool)>>,
+    tx: oneshot::Sender<Result<(PurchaseOutcome, bool)>>,
+}
+
+impl WriteJob for PurchaseTask {
+    fn run(&mut self, c: &mut dyn Conn) -> bool {
+        let r = self.job.run_alone(c);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Result<()>) {
+        let _ = self.tx.send(settle(self.result, commit));
+    }
+
+    fn purchase(&self) -> Option<&PurchaseJob> {
+        Some(&self.job)
+    }
+
+    fn posted(&mut self, outcome: PurchaseOutcome) {
+        self.result = Some(Ok((outcome, false)));
+    }
+}
+
+/// A request's answer: its result if the batch committed, else the commit's error.
+fn settle<T>(result: Option<Result<T>>, commit: Result<()>) -> Result<T> {
+    match (result, commit) {
+        (Some(Ok(v)), Ok(())) => Ok(v),
+        (Some(Err(e)), _) | (_, Err(e)) => Err(e),
+        (None, Ok(())) => Err(StoreError::Busy("the request was not run".into())),
+    }
+}
+
+struct Pending<T, F> {
+    f: F,
+    result: Option<Result<T>>,
+    tx: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteJob for Pending<T, F>
+where
+    T: Send + 'static,
+    F: FnMut(&mut dyn Conn) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, c: &mut dyn Conn) -> bool {
+        let r = (self.f)(c);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Result<()>) {
+        // The caller may have gone away (client disconnected); the effect stands.
+        let _ = self.tx.send(settle(self.result, commit));
+    }
+}
+
 type ReadJob = Box<dyn FnOnce(&mut dyn Conn) + Send>;
 
 /// Counters the metrics endpoint and the benchmark print.
@@ -63,11 +150,15 @@ pub struct StoreMetrics {
     pub commits_failed: AtomicU64,
     pub busy_refusals: AtomicU64,
     pub max_batch_seen: AtomicU64,
+    /// Batches run a second time, with a savepoint per job, because one of their jobs failed.
+    pub replays: AtomicU64,
+    /// Purchases posted together with others of their batch (multi-row statements).
+    pub posted_together: AtomicU64,
 }
 
 struct Inner {
     dialect: Dialect,
-    writers: Vec<Sender<WriteJob>>,
+    writers: Vec<Sender<Box<dyn WriteJob>>>,
     readers: Sender<ReadJob>,
     metrics: Arc<StoreMetrics>,
 }
@@ -101,14 +192,15 @@ impl Store {
                 Some(c) => c,
                 None => connect(&backend, false)?,
             };
-            let (tx, rx) = bounded::<WriteJob>(opts.queue_len);
+            let (tx, rx) = bounded::<Box<dyn WriteJob>>(opts.queue_len);
             let metrics = metrics.clone();
             let max_batch = opts.max_batch.max(1);
             std::thread::Builder::new()
                 .name(format!("fidelis-writer-{i}"))
                 .spawn({
                     let backend = backend.clone();
-                    move || writer_loop(conn, &backend, rx, max_batch, &metrics)
+                    let together = opts.post_together;
+                    move || writer_loop(conn, &backend, rx, max_batch, together, &metrics)
                 })
                 .map_err(|e| StoreError::Busy(format!("cannot start writer: {e}")))?;
             writers.push(tx);
@@ -150,26 +242,51 @@ impl Store {
 
     /// Runs `f` inside the next group-committed transaction of the writer `partition` maps to;
     /// answers once that transaction has committed. An `Err` from `f` undoes only `f`'s work.
+    /// `f` may be called twice (see `run_batch`); only the last call's effects are kept, so
+    /// it must not act outside the transaction.
     pub async fn write<T, F>(&self, partition: &str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Conn) -> Result<T> + Send + 'static,
+        F: FnMut(&mut dyn Conn) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: WriteJob = Box::new(move |c: &mut dyn Conn| {
-            let r = f(c);
-            let ok = r.is_ok();
-            let deliver: Deliver = Box::new(move |commit: Result<()>| {
-                let answer = match (r, commit) {
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => Err(e),
-                    (Err(e), _) => Err(e),
-                };
-                // The caller may have gone away (client disconnected); the effect stands.
-                let _ = tx.send(answer);
-            });
-            (ok, deliver)
+        let job: Box<dyn WriteJob> = Box::new(Pending {
+            f,
+            result: None,
+            tx,
         });
+        self.enqueue(partition, job)?;
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Busy(
+                "the writer stopped before answering".into(),
+            ))
+        })
+    }
+
+    /// Posts a purchase in the next group commit of its member's writer, together with the
+    /// other plain purchases of the batch where it can be (see `together`).
+    pub(crate) async fn write_purchase(
+        &self,
+        partition: &str,
+        job: PurchaseJob,
+    ) -> Result<(PurchaseOutcome, bool)> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(
+            partition,
+            Box::new(PurchaseTask {
+                job,
+                result: None,
+                tx,
+            }),
+        )?;
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Busy(
+                "the writer stopped before answering".into(),
+            ))
+        })
+    }
+
+    fn enqueue(&self, partition: &str, job: Box<dyn WriteJob>) -> Result<()> {
         let n = self.inner.writers.len();
         let idx = if n == 1 {
             0
@@ -189,11 +306,7 @@ impl Store {
                 return Err(StoreError::Busy("the writer has stopped".into()));
             }
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(StoreError::Busy(
-                "the writer stopped before answering".into(),
-            ))
-        })
+        Ok(())
     }
 
     /// Runs `f` on a reader connection (a snapshot of what has been committed).
@@ -271,8 +384,9 @@ fn revive(conn: &mut Box<dyn Conn>, backend: &Arc<dyn Backend>, read_only: bool)
 fn writer_loop(
     mut conn: Box<dyn Conn>,
     backend: &Arc<dyn Backend>,
-    rx: Receiver<WriteJob>,
+    rx: Receiver<Box<dyn WriteJob>>,
     max_batch: usize,
+    together: bool,
     metrics: &StoreMetrics,
 ) {
     let begin = match conn.dialect() {
@@ -294,46 +408,8 @@ fn writer_loop(
         metrics
             .max_batch_seen
             .fetch_max(jobs.len() as u64, Ordering::Relaxed);
-        // The savepoint of the first job opens with the transaction, and each job's release
-        // travels with the next job's savepoint: one round trip per job on PostgreSQL.
-        if let Err(e) = c.batch(&format!("{begin}; SAVEPOINT job")) {
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            // Whatever half-began is undone; the jobs are answered with the error.
-            let _ = c.batch("ROLLBACK");
-            fail_all(jobs, &e, c.dialect());
-            continue;
-        }
-        let n = jobs.len();
-        let mut delivers = Vec::with_capacity(n);
-        let mut broken: Option<DbError> = None;
-        let mut jobs = jobs.into_iter();
-        for (i, job) in jobs.by_ref().enumerate() {
-            let (ok, deliver) = job(c);
-            delivers.push(deliver);
-            if !ok {
-                metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
-            }
-            let tidy = match (ok, i + 1 == n) {
-                (true, false) => "RELEASE SAVEPOINT job; SAVEPOINT job",
-                (true, true) => "RELEASE SAVEPOINT job",
-                (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; SAVEPOINT job",
-                (false, true) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
-            };
-            if let Err(e) = c.batch(tidy) {
-                broken = Some(e);
-                break;
-            }
-        }
-        let commit = match broken {
-            // A savepoint could not be tidied: the transaction's state is unknown, so none of
-            // the batch is kept, and the jobs not run yet are answered with the error too.
-            Some(e) => {
-                tracing::error!(error = %e, "a savepoint failed; the whole batch is rolled back");
-                let _ = c.batch("ROLLBACK"); // Only tidies up: nothing of the batch is kept.
-                fail_all(jobs.collect(), &e, c.dialect());
-                Err(StoreError::from(e))
-            }
-            None => {
+        let commit = match run_batch(c, begin, &mut jobs, together, metrics) {
+            Ok(()) => {
                 let started = Instant::now();
                 let commit = c.batch("COMMIT").map_err(StoreError::from);
                 metrics
@@ -346,19 +422,97 @@ fn writer_loop(
                 }
                 commit
             }
+            Err(e) => {
+                let _ = c.batch("ROLLBACK"); // Only tidies up: nothing of the batch is kept.
+                Err(StoreError::from(e))
+            }
         };
-        for d in delivers {
-            d(commit.clone());
+        for job in jobs {
+            job.answer(commit.clone());
         }
     }
 }
 
-/// Answers jobs that cannot run with `e`.
-fn fail_all(jobs: Vec<WriteJob>, e: &DbError, dialect: Dialect) {
-    for job in jobs {
-        let (_, deliver) = job(&mut FailingConn(e.clone(), dialect));
-        deliver(Err(e.clone().into()));
+/// Runs the batch without savepoints, its plain purchases posted together first; `false`
+/// when a job (or the purchases' group) failed and the pass must be undone. Answers how many
+/// purchases were posted together.
+fn fast_pass(c: &mut dyn Conn, jobs: &mut [Box<dyn WriteJob>], together: bool) -> Option<u64> {
+    let mut done = vec![false; jobs.len()];
+    let (at, group): (Vec<usize>, Vec<&PurchaseJob>) = jobs
+        .iter()
+        .enumerate()
+        .filter(|_| together)
+        .filter_map(|(i, j)| j.purchase().map(|p| (i, p)))
+        .unzip();
+    if !group.is_empty() {
+        match crate::together::write_together(c, &group) {
+            Ok(outcomes) => {
+                for (k, outcome) in outcomes.into_iter().enumerate() {
+                    if let Some(o) = outcome {
+                        jobs[at[k]].posted(o);
+                        done[at[k]] = true;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "purchases posted together failed; the batch runs again one by one");
+                return None;
+            }
+        }
     }
+    let together = done.iter().filter(|d| **d).count() as u64;
+    jobs.iter_mut()
+        .zip(done)
+        .all(|(j, done)| done || j.run(c))
+        .then_some(together)
+}
+
+/// Runs a batch inside one transaction and leaves it ready to commit; an `Err` means the
+/// transaction is unusable and nothing of the batch may be kept.
+///
+/// The fast pass runs the jobs back to back without savepoints: a savepoint per job costs a
+/// statement and a copy of every page the job touches, and jobs nearly always succeed. If one
+/// fails, the pass is rolled back and the batch runs again with a savepoint per job, so the
+/// failing job is undone alone and its neighbours go on.
+fn run_batch(
+    c: &mut dyn Conn,
+    begin: &str,
+    jobs: &mut [Box<dyn WriteJob>],
+    together: bool,
+    metrics: &StoreMetrics,
+) -> std::result::Result<(), DbError> {
+    c.batch(begin)
+        .inspect_err(|e| tracing::error!(error = %e, "cannot begin a write transaction"))?;
+    if let Some(together) = fast_pass(c, jobs, together) {
+        metrics
+            .posted_together
+            .fetch_add(together, Ordering::Relaxed);
+        return Ok(());
+    }
+    metrics.replays.fetch_add(1, Ordering::Relaxed);
+    c.batch("ROLLBACK")?;
+    // The savepoint of the first job opens with the transaction, and each job's release
+    // travels with the next job's savepoint: one round trip per job on PostgreSQL.
+    c.batch(&format!("{begin}; SAVEPOINT job"))?;
+    let n = jobs.len();
+    for (i, job) in jobs.iter_mut().enumerate() {
+        let ok = job.run(c);
+        if !ok {
+            metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let tidy = match (ok, i + 1 == n) {
+            (true, false) => "RELEASE SAVEPOINT job; SAVEPOINT job",
+            (true, true) => "RELEASE SAVEPOINT job",
+            (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; SAVEPOINT job",
+            (false, true) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+        };
+        // A savepoint that cannot be tidied leaves the transaction's state unknown: none of
+        // the batch is kept, and every job is answered with the error.
+        c.batch(tidy).inspect_err(
+            |e| tracing::error!(error = %e, "a savepoint failed; the whole batch is rolled back"),
+        )?;
+    }
+    Ok(())
 }
 
 /// Runs one write closure that may meet lock contention on PostgreSQL.
@@ -373,34 +527,4 @@ pub(crate) fn with_retry<T>(
     mut f: impl FnMut(&mut dyn Conn) -> Result<T>,
 ) -> Result<T> {
     f(c)
-}
-
-/// A connection that fails every call: lets a job produce its error answer when the
-/// transaction could not even start.
-struct FailingConn(DbError, Dialect);
-
-impl Conn for FailingConn {
-    fn dialect(&self) -> Dialect {
-        self.1
-    }
-    fn execute(
-        &mut self,
-        _: &str,
-        _: &[crate::conn::Param<'_>],
-    ) -> std::result::Result<u64, DbError> {
-        Err(self.0.clone())
-    }
-    fn query(
-        &mut self,
-        _: &str,
-        _: &[crate::conn::Param<'_>],
-    ) -> std::result::Result<Vec<crate::conn::Row>, DbError> {
-        Err(self.0.clone())
-    }
-    fn batch(&mut self, _: &str) -> std::result::Result<(), DbError> {
-        Err(DbError {
-            kind: DbErrorKind::Connection,
-            message: self.0.message.clone(),
-        })
-    }
 }

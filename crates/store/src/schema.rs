@@ -8,7 +8,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "rules", crate::rules::MIGRATION),
     (3, "member_value", crate::member_value::MEMBER_VALUE),
     (4, "web", crate::web::WEB),
+    (5, "lean_awards", LEAN_AWARDS),
 ];
+
+/// Every purchase writes an award row; base awards have no campaign and no rule version, so
+/// indexing them by those only costs two B-tree inserts per purchase.
+const LEAN_AWARDS: &str = r#"
+DROP INDEX awards_by_campaign;
+DROP INDEX awards_by_source;
+CREATE INDEX awards_by_campaign ON awards (tenant_id, campaign_id) WHERE campaign_id IS NOT NULL;
+CREATE INDEX awards_by_rule ON awards (tenant_id, source, rule_version) WHERE rule_version IS NOT NULL;
+"#;
 
 const SPINE: &str = r#"
 CREATE TABLE tenants (

@@ -393,7 +393,7 @@ impl Store {
                     &[tenant.as_str().into()],
                 )?
                 .and_then(|r| r.opt_text(0));
-            let logo = if remove_logo { None } else { logo.or(current) };
+            let logo = if remove_logo { None } else { logo.clone().or(current) };
             c.execute("DELETE FROM branding WHERE tenant_id = $1", &[tenant.as_str().into()])?;
             c.execute(
                 "INSERT INTO branding (tenant_id, settings, logo, updated_at) VALUES ($1, $2, $3, $4)",
