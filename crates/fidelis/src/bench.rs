@@ -312,6 +312,8 @@ struct WritePath {
     replays: f64,
     commit_micros: f64,
     max_batch: f64,
+    syncs: f64,
+    sync_micros: f64,
 }
 
 /// Reads the write path's counters: from the store in-process, else from the server's
@@ -333,6 +335,8 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
                 replays: get(&m.replays),
                 commit_micros: get(&m.commit_micros_total),
                 max_batch: get(&m.max_batch_seen),
+                syncs: get(&m.syncs),
+                sync_micros: get(&m.sync_micros_total),
             });
         }
         Driver::Http(addr) => {
@@ -348,6 +352,8 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
         replays: value(&text, "fidelis_store_batch_replays_total"),
         commit_micros: value(&text, "fidelis_store_commit_micros_total"),
         max_batch: value(&text, "fidelis_store_max_batch"),
+        syncs: value(&text, "fidelis_store_syncs_total"),
+        sync_micros: value(&text, "fidelis_store_sync_micros_total"),
     })
 }
 
@@ -511,13 +517,22 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     );
     if let Some(w) = &write_path {
         println!(
-            "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean",
+            "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean{}",
             w.batches,
             w.jobs / w.batches.max(1.0),
             w.max_batch,
             100.0 * w.together / w.jobs.max(1.0),
             w.replays,
-            w.commit_micros / w.batches.max(1.0) / 1000.0
+            w.commit_micros / w.batches.max(1.0) / 1000.0,
+            if w.syncs > 0.0 {
+                format!(
+                    ", {:.0} WAL syncs of {:.2} ms mean",
+                    w.syncs,
+                    w.sync_micros / w.syncs / 1000.0
+                )
+            } else {
+                String::new()
+            }
         );
     }
     if let Some(mb) = server_rss {

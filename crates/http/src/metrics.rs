@@ -86,6 +86,16 @@ impl Metrics {
                 &store.posted_together,
             ),
             (
+                "fidelis_store_syncs_total",
+                "Syncs of the SQLite write-ahead log before committed writes are answered.",
+                &store.syncs,
+            ),
+            (
+                "fidelis_store_sync_micros_total",
+                "Time spent in those syncs.",
+                &store.sync_micros_total,
+            ),
+            (
                 "fidelis_store_commits_failed_total",
                 "Group commits that failed (no job acknowledged).",
                 &store.commits_failed,

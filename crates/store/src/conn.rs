@@ -119,6 +119,9 @@ impl fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
+/// Makes committed work durable (see [`Conn::durability`]).
+pub type Sync = Box<dyn FnMut() -> Result<(), DbError> + Send>;
+
 /// One database connection, used by one thread at a time.
 pub trait Conn: Send {
     fn dialect(&self) -> Dialect;
@@ -127,6 +130,13 @@ pub trait Conn: Send {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError>;
     /// Runs statements without parameters (schema, BEGIN, COMMIT, SAVEPOINT).
     fn batch(&mut self, sql: &str) -> Result<(), DbError>;
+
+    /// For a connection whose COMMIT returns before the commit is on disk: a function that
+    /// makes everything committed so far durable, called from another thread before any of
+    /// it is acknowledged. `None` (the default): COMMIT itself is durable.
+    fn durability(&self) -> Option<Sync> {
+        None
+    }
 
     /// True when the connection is gone for good and must be replaced.
     fn is_broken(&self) -> bool {

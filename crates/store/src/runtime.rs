@@ -152,6 +152,9 @@ pub struct StoreMetrics {
     pub max_batch_seen: AtomicU64,
     /// Batches run a second time, with a savepoint per job, because one of their jobs failed.
     pub replays: AtomicU64,
+    /// Syncs of committed batches to disk (SQLite) and the time they took.
+    pub syncs: AtomicU64,
+    pub sync_micros_total: AtomicU64,
     /// Purchases posted together with others of their batch (multi-row statements).
     pub posted_together: AtomicU64,
 }
@@ -195,12 +198,20 @@ impl Store {
             let (tx, rx) = bounded::<Box<dyn WriteJob>>(opts.queue_len);
             let metrics = metrics.clone();
             let max_batch = opts.max_batch.max(1);
+            let synced = match conn.durability() {
+                Some(sync) => Some(start_syncer(i, sync, metrics.clone())?),
+                None => None,
+            };
             std::thread::Builder::new()
                 .name(format!("fidelis-writer-{i}"))
                 .spawn({
                     let backend = backend.clone();
-                    let together = opts.post_together;
-                    move || writer_loop(conn, &backend, rx, max_batch, together, &metrics)
+                    let w = Writer {
+                        max_batch,
+                        together: opts.post_together,
+                        synced,
+                    };
+                    move || writer_loop(conn, &backend, rx, &w, &metrics)
                 })
                 .map_err(|e| StoreError::Busy(format!("cannot start writer: {e}")))?;
             writers.push(tx);
@@ -381,14 +392,60 @@ fn revive(conn: &mut Box<dyn Conn>, backend: &Arc<dyn Backend>, read_only: bool)
     }
 }
 
+/// How a writer thread works.
+struct Writer {
+    max_batch: usize,
+    together: bool,
+    /// Where committed batches wait for their commit to be made durable (SQLite), if COMMIT
+    /// alone is not.
+    synced: Option<Sender<Vec<Box<dyn WriteJob>>>>,
+}
+
+/// Starts the thread that makes a writer's commits durable and only then answers them: it
+/// takes every batch committed since its last sync, syncs once, and answers them all. The
+/// writer meanwhile runs the next batch, so the disk's flush and the next batch's work
+/// overlap (a pipelined group commit).
+fn start_syncer(
+    i: usize,
+    mut sync: crate::conn::Sync,
+    metrics: Arc<StoreMetrics>,
+) -> Result<Sender<Vec<Box<dyn WriteJob>>>> {
+    let (tx, rx) = bounded::<Vec<Box<dyn WriteJob>>>(64);
+    std::thread::Builder::new()
+        .name(format!("fidelis-sync-{i}"))
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batches = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batches.push(more);
+                }
+                let started = Instant::now();
+                let synced = sync().map_err(StoreError::from);
+                metrics.syncs.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .sync_micros_total
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                if let Err(e) = &synced {
+                    // Committed but not known to be on disk: nobody is told it succeeded.
+                    tracing::error!(error = %e, "syncing committed writes failed; their requests are answered with the error");
+                }
+                for job in batches.into_iter().flatten() {
+                    job.answer(synced.clone());
+                }
+            }
+        })
+        .map_err(|e| StoreError::Busy(format!("cannot start the syncer: {e}")))?;
+    Ok(tx)
+}
+
 fn writer_loop(
     mut conn: Box<dyn Conn>,
     backend: &Arc<dyn Backend>,
     rx: Receiver<Box<dyn WriteJob>>,
-    max_batch: usize,
-    together: bool,
+    w: &Writer,
     metrics: &StoreMetrics,
 ) {
+    let (max_batch, together) = (w.max_batch, w.together);
     let begin = match conn.dialect() {
         Dialect::Sqlite => "BEGIN IMMEDIATE",
         Dialect::Postgres => "BEGIN",
@@ -427,8 +484,20 @@ fn writer_loop(
                 Err(StoreError::from(e))
             }
         };
-        for job in jobs {
-            job.answer(commit.clone());
+        match (&w.synced, commit) {
+            // Answered once the commit is on disk.
+            (Some(synced), Ok(())) => {
+                if let Err(e) = synced.send(jobs) {
+                    for job in e.into_inner() {
+                        job.answer(Err(StoreError::Busy("the syncer has stopped".into())));
+                    }
+                }
+            }
+            (_, commit) => {
+                for job in jobs {
+                    job.answer(commit.clone());
+                }
+            }
         }
     }
 }
