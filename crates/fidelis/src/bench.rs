@@ -551,6 +551,16 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "operations": rows,
         "ledger_entries": ledger.entries,
         "ledger_ok": ledger.ok(),
+        "write_path": write_path.as_ref().map(|w| json!({
+            "group_commits": w.batches,
+            "writes": w.jobs,
+            "largest_batch": w.max_batch,
+            "posted_together": w.together,
+            "batches_replayed": w.replays,
+            "commit_ms_total": w.commit_micros / 1000.0,
+            "wal_syncs": w.syncs,
+            "wal_sync_ms_total": w.sync_micros / 1000.0,
+        })),
         "server_rss_mb": server_rss,
         "startup_ms": startup_ms,
     });

@@ -175,19 +175,24 @@ pub(crate) struct NewLot<'a> {
     pub expires_at: Option<i64>,
 }
 
+/// The state a new lot starts in.
+pub(crate) fn lot_state(remaining: i64, pending: bool) -> &'static str {
+    if remaining == 0 {
+        "spent"
+    } else if pending {
+        "pending"
+    } else {
+        "available"
+    }
+}
+
 pub(crate) fn insert_lot(
     c: &mut dyn Conn,
     t: &Txn<'_>,
     txn_id: i64,
     lot: &NewLot<'_>,
 ) -> Result<i64> {
-    let state = if lot.remaining == 0 {
-        "spent"
-    } else if lot.pending {
-        "pending"
-    } else {
-        "available"
-    };
+    let state = lot_state(lot.remaining, lot.pending);
     let row = c
         .query_one(
             "INSERT INTO lots (tenant_id, member_id, txn_id, order_id, state, amount, remaining, earned_at, matures_at, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",

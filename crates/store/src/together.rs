@@ -433,13 +433,7 @@ fn write_chunk(
         .iter()
         .map(|&k| {
             let pl = &live[k];
-            let state = if pl.keep == 0 {
-                "spent"
-            } else if pl.pending {
-                "pending"
-            } else {
-                "available"
-            };
+            let state = crate::ledger::lot_state(pl.keep, pl.pending);
             vec![
                 tenant.into(),
                 pl.member.as_str().into(),
