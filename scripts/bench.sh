@@ -22,6 +22,8 @@ echo "== Latency at a set rate: balance reads at 5,000/s (all reads)"
 $bin bench --members 10000 --connections 32 --duration-secs 20 --read-share 1 --rate 5000 --json "$out/sqlite-reads-5000.json"
 echo "== Latency at a set rate: 3,000 operations/s, 20 % reads"
 $bin bench --members 10000 --connections 64 --duration-secs 20 --rate 3000 --json "$out/sqlite-mixed-3000.json"
+echo "== Batch endpoint, 100 purchases per request"
+$bin bench --members 10000 --connections 16 --duration-secs 20 --read-share 0 --batch-size 100 --json "$out/sqlite-batch-100.json"
 echo "== Import of a simulated history"
 rm -f "$out"/import.db*
 $bin import --database-url x --tenant x --file "$out/orders.csv" --sample-members 2000

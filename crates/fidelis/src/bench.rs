@@ -30,6 +30,8 @@ pub struct BenchOptions {
     /// Total operations per second to aim for (0: as fast as possible).
     pub rate: u64,
     pub inprocess: bool,
+    /// Purchases per request to the batch endpoint (0: one request each).
+    pub batch_size: usize,
     pub json_out: Option<String>,
 }
 
@@ -38,6 +40,8 @@ pub struct BenchOptions {
 struct Samples {
     ok: Vec<u32>,
     failed: u64,
+    /// Events recorded (more than requests when purchases go in batches).
+    events: u64,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -224,6 +228,7 @@ struct Shared {
     /// Microseconds between two operations of one connection when paced.
     pace_us: u64,
     seq: AtomicU64,
+    batch_size: usize,
 }
 
 enum Driver {
@@ -278,6 +283,36 @@ async fn connection(
                 }
                 (None, Driver::InProcess(app)) => app.balance(&who, member).await.is_ok(),
                 _ => false,
+            }
+        } else if shared.batch_size > 0 {
+            let n = shared.batch_size;
+            let events: Vec<serde_json::Value> = (0..n)
+                .map(|_| {
+                    let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+                    let m = &shared.members[(rand() % shared.members.len() as u64) as usize];
+                    let mut e =
+                        serde_json::to_value(purchase_body(m, &format!("b{conn_no}-{seq}"), seq))
+                            .unwrap_or_default();
+                    if let Some(o) = e.as_object_mut() {
+                        o.insert("type".into(), "purchase".into());
+                    }
+                    e
+                })
+                .collect();
+            let body = serde_json::to_vec(&json!({ "events": events }))?;
+            match &mut http {
+                Some(h) => {
+                    let status = h
+                        .call("POST", "/api/v1/events/batch", &shared.key, Some(&body))
+                        .await?;
+                    let failed = serde_json::from_slice::<serde_json::Value>(&h.body)
+                        .ok()
+                        .and_then(|v| v["failed"].as_u64())
+                        .unwrap_or(n as u64);
+                    purchases.events += (n as u64).saturating_sub(failed);
+                    status == 200 && failed == 0
+                }
+                None => false,
             }
         } else {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
@@ -446,6 +481,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         read_share: o.read_share,
         pace_us: per_conn_pace,
         seq: AtomicU64::new(0),
+        batch_size: o.batch_size,
     });
     let started = Instant::now();
     let mut set = JoinSet::new();
@@ -457,6 +493,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         let (p, r) = r??;
         purchases.ok.extend(p.ok);
         purchases.failed += p.failed;
+        purchases.events += p.events;
         reads.ok.extend(r.ok);
         reads.failed += r.failed;
     }
@@ -481,7 +518,12 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "{:<10} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}",
         "operation", "ok", "per second", "p50 ms", "p99 ms", "p99.9 ms", "failed"
     );
-    for (name, s) in [("purchase", &mut purchases), ("balance", &mut reads)] {
+    let purchase_name = if o.batch_size > 0 {
+        "batch"
+    } else {
+        "purchase"
+    };
+    for (name, s) in [(purchase_name, &mut purchases), ("balance", &mut reads)] {
         s.ok.sort_unstable();
         let row = json!({
             "operation": name,
@@ -503,6 +545,13 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             s.failed
         );
         rows.push(row);
+    }
+    let batched_events_per_second = (o.batch_size > 0).then(|| purchases.events as f64 / secs);
+    if let Some(eps) = batched_events_per_second {
+        println!(
+            "purchases through the batch endpoint, {} per request: {} recorded, {eps:.0} per second",
+            o.batch_size, purchases.events
+        );
     }
     let store = db::open(&url, Utc::now().timestamp_micros())?;
     let ledger = store
@@ -551,6 +600,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "operations": rows,
         "ledger_entries": ledger.entries,
         "ledger_ok": ledger.ok(),
+        "batch_size": o.batch_size,
+        "batched_events_per_second": batched_events_per_second,
         "write_path": write_path.as_ref().map(|w| json!({
             "group_commits": w.batches,
             "writes": w.jobs,

@@ -107,6 +107,10 @@ enum Command {
         /// Drive the use cases in this process, without HTTP.
         #[arg(long)]
         inprocess: bool,
+        /// Send purchases N at a time through `POST /api/v1/events/batch` (HTTP only; 0: one
+        /// request per purchase).
+        #[arg(long, default_value_t = 0)]
+        batch_size: usize,
         /// Write the JSON report here ("-": standard output).
         #[arg(long)]
         json: Option<String>,
@@ -269,10 +273,20 @@ async fn main() -> anyhow::Result<()> {
             read_share,
             rate,
             inprocess,
+            batch_size,
             json,
         } => {
             if !(0.0..=1.0).contains(&read_share) {
                 bail!("--read-share must be between 0 and 1");
+            }
+            if batch_size > fidelis_http::MAX_BATCH_EVENTS {
+                bail!(
+                    "--batch-size is at most {} (the batch endpoint's limit)",
+                    fidelis_http::MAX_BATCH_EVENTS
+                );
+            }
+            if batch_size > 0 && inprocess {
+                bail!("--batch-size drives the HTTP batch endpoint; it cannot go with --inprocess");
             }
             bench::run(bench::BenchOptions {
                 database_url,
@@ -282,6 +296,7 @@ async fn main() -> anyhow::Result<()> {
                 read_share,
                 rate,
                 inprocess,
+                batch_size,
                 json_out: json,
             })
             .await

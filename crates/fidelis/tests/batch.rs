@@ -55,6 +55,46 @@ async fn a_batch_answers_each_event_on_its_own(db: fidelis_store_tests::TestDb) 
     assert_eq!(verify.body["ok"], json!(true), "{}", verify.text);
 }
 
+async fn a_full_batch_of_ordinary_purchases_is_accepted(db: fidelis_store_tests::TestDb) {
+    let s = start(db).await;
+    s.instant_points(&s.admin).await;
+    // 1,000 purchases of three lines: about 400 KiB, over the 256 KiB of other endpoints.
+    let events: Vec<_> = (0..fidelis_http::MAX_BATCH_EVENTS)
+        .map(|i| {
+            json!({
+                "type": "purchase",
+                "member": { "external_id": format!("full-{}", i % 50) },
+                "order_id": format!("full-order-{i:04}"),
+                "channel": "pos",
+                "store_id": "paris-rivoli-01",
+                "currency": "EUR",
+                "total": "42.50",
+                "lines": [
+                    { "sku": "SHOE-RUN-42", "category": "shoes", "quantity": 1, "unit_price": "30.00" },
+                    { "sku": "SOCK-PACK-3", "category": "clothing", "quantity": 1, "unit_price": "10.00" },
+                    { "sku": "BAG-PAPER", "category": "accessories", "quantity": 1, "unit_price": "2.50" },
+                ],
+            })
+        })
+        .collect();
+    let body = json!({ "events": events });
+    assert!(body.to_string().len() > fidelis_http::MAX_BODY_BYTES);
+    let r = s.post("/api/v1/events/batch", &s.pos, &body).await;
+    r.expect(200);
+    assert_eq!(
+        r.body["failed"],
+        json!(0),
+        "{}",
+        &r.text[..r.text.len().min(2000)]
+    );
+    assert_eq!(
+        r.body["results"].as_array().map(Vec::len),
+        Some(fidelis_http::MAX_BATCH_EVENTS)
+    );
+    let verify = s.get("/api/v1/verify", &s.admin).await;
+    assert_eq!(verify.body["ok"], json!(true), "{}", verify.text);
+}
+
 async fn a_batch_over_the_limit_or_empty_is_refused(db: fidelis_store_tests::TestDb) {
     let s = start(db).await;
     let one = purchase_by_external("x", "o", "1.00");
@@ -103,6 +143,7 @@ async fn the_currency_cannot_change_once_events_exist(db: fidelis_store_tests::T
 }
 
 fidelis_store_tests::on_both!(
+    a_full_batch_of_ordinary_purchases_is_accepted,
     a_batch_answers_each_event_on_its_own,
     a_batch_over_the_limit_or_empty_is_refused,
     the_currency_cannot_change_once_events_exist,

@@ -5,6 +5,7 @@ use crate::extract::{Auth, Write};
 use crate::problem::Problem;
 use crate::wire::{money, to_value, written};
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -16,7 +17,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/events/purchase", post(purchase))
         .route("/api/v1/events/refund", post(refund))
         .route("/api/v1/events/custom", post(custom))
-        .route("/api/v1/events/batch", post(crate::batch::batch))
+        .route(
+            "/api/v1/events/batch",
+            post(crate::batch::batch).layer(DefaultBodyLimit::max(crate::MAX_BATCH_BODY_BYTES)),
+        )
 }
 
 /// A first recording answers 201; a resend of a known order or refund id answers 200.

@@ -83,11 +83,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Write<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
             if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                let limit = if path == "/api/v1/events/batch" {
+                    crate::MAX_BATCH_BODY_BYTES
+                } else {
+                    crate::MAX_BODY_BYTES
+                };
                 Problem::new(
                     status,
                     "payload-too-large",
                     "Payload too large",
-                    format!("the body is over {} bytes", crate::MAX_BODY_BYTES),
+                    format!("the body is over {limit} bytes"),
                 )
             } else {
                 Problem::malformed(e.body_text())

@@ -28,6 +28,9 @@ pub use problem::Problem;
 /// Largest request body accepted (a 500-line order is about 60 KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// Largest body of `POST /api/v1/events/batch`: room for its 1,000 events of several lines each.
+pub const MAX_BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     pub app: App,
