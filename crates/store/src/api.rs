@@ -2,7 +2,7 @@
 //! and an optional idempotency key; they return `(result, replayed)`.
 
 use crate::error::{Result, StoreError};
-use crate::idem::{self, IdemKey};
+use crate::idem::IdemKey;
 use crate::members::LookupBy;
 use crate::model::*;
 use crate::runtime::Store;
@@ -123,10 +123,8 @@ impl Store {
         now: i64,
     ) -> Result<(i64, bool)> {
         let (tenant, settings, actor) = (tenant.to_string(), settings.clone(), actor.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                crate::tenancy::put_program(c, &tenant, &settings, &actor, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            crate::tenancy::put_program(c, tenant, &settings, &actor, now)
         })
         .await
     }
@@ -144,10 +142,8 @@ impl Store {
             .clone()
             .or_else(|| fields.email.clone())
             .unwrap_or_default();
-        self.write(&part, move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                crate::members::create(c, &tenant, &fields, now)
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            crate::members::create(c, tenant, &fields, now)
         })
         .await
     }
@@ -190,10 +186,8 @@ impl Store {
     ) -> Result<(Member, bool)> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let part = id.clone();
-        self.write(&part, move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                crate::members::patch(c, &tenant, &id, &fields, now)
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            crate::members::patch(c, tenant, &id, &fields, now)
         })
         .await
     }
@@ -241,12 +235,8 @@ impl Store {
     ) -> Result<(RefundOutcome, bool)> {
         let tenant = tenant.to_string();
         let part = self.order_partition(&tenant, &r.order_id).await;
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    crate::events::refund(c, &tenant, &r, &settings, now)
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            crate::events::refund(c, tenant, &r, &settings, now)
         })
         .await
     }
@@ -262,12 +252,8 @@ impl Store {
     ) -> Result<(CustomOutcome, bool)> {
         let tenant = tenant.to_string();
         let part = self.member_partition(&tenant, &e.member).await;
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    crate::events::custom(c, &tenant, &e, &awards, &settings, now)
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            crate::events::custom(c, tenant, &e, &awards, &settings, now)
         })
         .await
     }
@@ -291,14 +277,8 @@ impl Store {
             actor.to_string(),
         );
         let part = member.clone();
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    crate::ledger::adjust(
-                        c, &tenant, &member, points, &reason, &actor, &settings, now,
-                    )
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            crate::ledger::adjust(c, tenant, &member, points, &reason, &actor, &settings, now)
         })
         .await
     }

@@ -6,7 +6,7 @@
 
 use crate::conn::Conn;
 use crate::error::{Result, StoreError};
-use crate::idem::{self, IdemKey};
+use crate::idem::IdemKey;
 use crate::ledger::{self, NewLot, Txn, expiry_for};
 use crate::model::BalanceNow;
 use crate::runtime::Store;
@@ -397,12 +397,8 @@ impl Store {
     ) -> Result<(GrantOutcome, bool)> {
         let tenant = tenant.to_string();
         let part = g.member_id.clone();
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    grant(c, &tenant, &g, &awards, &settings, now)
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            grant(c, tenant, &g, &awards, &settings, now)
         })
         .await
     }

@@ -6,7 +6,7 @@
 
 use crate::conn::Conn;
 use crate::error::{Result, StoreError};
-use crate::idem::{self, IdemKey};
+use crate::idem::IdemKey;
 use crate::ledger::{lock_member, ts};
 use crate::model::Page;
 use crate::runtime::Store;
@@ -345,21 +345,17 @@ impl Store {
     ) -> Result<(CreditSpent, bool)> {
         let (tenant, member, actor) = (tenant.to_string(), member.to_string(), actor.to_string());
         let part = member.clone();
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    spend(
-                        c,
-                        &tenant,
-                        &member,
-                        amount_minor,
-                        order_id.as_deref(),
-                        &actor,
-                        &settings,
-                        now,
-                    )
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            spend(
+                c,
+                tenant,
+                &member,
+                amount_minor,
+                order_id.as_deref(),
+                &actor,
+                &settings,
+                now,
+            )
         })
         .await
     }

@@ -4,7 +4,7 @@
 
 use crate::conn::{Conn, Row};
 use crate::error::{Result, StoreError};
-use crate::idem::{self, IdemKey};
+use crate::idem::IdemKey;
 use crate::ledger::{lock_member, ts};
 use crate::model::{JobReport, Page};
 use crate::runtime::Store;
@@ -288,10 +288,8 @@ impl Store {
         now: i64,
     ) -> Result<(PlanRecord, bool)> {
         let (tenant, id) = (tenant.to_string(), id.map(str::to_string));
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                put_plan(c, &tenant, id.as_deref(), &def, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            put_plan(c, tenant, id.as_deref(), &def, now)
         })
         .await
     }
@@ -332,12 +330,8 @@ impl Store {
             actor.to_string(),
         );
         let part = member.clone();
-        self.write(&part, move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                record_event(
-                    c, &tenant, &member, &plan_id, event, period_end, &actor, now,
-                )
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            record_event(c, tenant, &member, &plan_id, event, period_end, &actor, now)
         })
         .await
     }

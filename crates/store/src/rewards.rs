@@ -6,7 +6,7 @@
 
 use crate::conn::{Conn, Dialect, Row};
 use crate::error::{Result, StoreError};
-use crate::idem::{self, IdemKey};
+use crate::idem::IdemKey;
 use crate::ledger::{self, NewLot, Txn, lock_member, ts};
 use crate::model::{BalanceNow, Page};
 use crate::runtime::Store;
@@ -739,10 +739,8 @@ impl Store {
         now: i64,
     ) -> Result<(RewardRecord, bool)> {
         let tenant = tenant.to_string();
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                create_reward(c, &tenant, &def, stock, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            create_reward(c, tenant, &def, stock, now)
         })
         .await
     }
@@ -757,10 +755,8 @@ impl Store {
         now: i64,
     ) -> Result<(RewardRecord, bool)> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                update_reward(c, &tenant, &id, &def, stock, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            update_reward(c, tenant, &id, &def, stock, now)
         })
         .await
     }
@@ -802,12 +798,8 @@ impl Store {
         // One member's redemptions of one reward stay in order; of different rewards they
         // meet on the member's row lock.
         let part = format!("reward:{reward_id}");
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    redeem(c, &tenant, &member, &reward_id, &settings, now)
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            redeem(c, tenant, &member, &reward_id, &settings, now)
         })
         .await
     }
@@ -827,12 +819,8 @@ impl Store {
         let (tenant, code, actor) = (tenant.to_string(), code.to_string(), actor.to_string());
         let member = member.map(str::to_string);
         let part = member.clone().unwrap_or_else(|| code.clone());
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    cancel(c, &tenant, &code, member.as_deref(), &actor, &settings, now)
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            cancel(c, tenant, &code, member.as_deref(), &actor, &settings, now)
         })
         .await
     }
@@ -864,12 +852,8 @@ impl Store {
     ) -> Result<(CouponRedeemed, bool)> {
         let (tenant, actor) = (tenant.to_string(), actor.to_string());
         let part = q.code.clone();
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    burn(c, &tenant, &q, order_id.as_deref(), &actor, &settings, now)
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            burn(c, tenant, &q, order_id.as_deref(), &actor, &settings, now)
         })
         .await
     }

@@ -4,7 +4,7 @@
 
 use crate::conn::{Conn, Row};
 use crate::error::{Result, StoreError};
-use crate::idem::{self, IdemKey};
+use crate::idem::IdemKey;
 use crate::ledger::ts;
 use crate::model::Page;
 use crate::runtime::Store;
@@ -693,10 +693,8 @@ impl Store {
         now: i64,
     ) -> Result<(RuleRecord, bool)> {
         let (tenant, actor) = (tenant.to_string(), actor.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                create_rule(c, &tenant, &def, &actor, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            create_rule(c, tenant, &def, &actor, now)
         })
         .await
     }
@@ -711,10 +709,8 @@ impl Store {
         now: i64,
     ) -> Result<(RuleRecord, bool)> {
         let (tenant, id, actor) = (tenant.to_string(), id.to_string(), actor.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                update_rule(c, &tenant, &id, &def, &actor, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            update_rule(c, tenant, &id, &def, &actor, now)
         })
         .await
     }
@@ -729,10 +725,8 @@ impl Store {
         now: i64,
     ) -> Result<(RuleRecord, bool)> {
         let (tenant, id, actor) = (tenant.to_string(), id.to_string(), actor.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                set_rule_status(c, &tenant, &id, to, &actor, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            set_rule_status(c, tenant, &id, to, &actor, now)
         })
         .await
     }
@@ -768,10 +762,8 @@ impl Store {
         now: i64,
     ) -> Result<(CampaignRecord, bool)> {
         let (tenant, actor) = (tenant.to_string(), actor.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                create_campaign(c, &tenant, &def, &actor, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            create_campaign(c, tenant, &def, &actor, now)
         })
         .await
     }
@@ -786,10 +778,8 @@ impl Store {
         now: i64,
     ) -> Result<(CampaignRecord, bool)> {
         let (tenant, id, actor) = (tenant.to_string(), id.to_string(), actor.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                update_campaign(c, &tenant, &id, &def, &actor, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            update_campaign(c, tenant, &id, &def, &actor, now)
         })
         .await
     }
@@ -804,10 +794,8 @@ impl Store {
         now: i64,
     ) -> Result<(CampaignRecord, bool)> {
         let (tenant, id, actor) = (tenant.to_string(), id.to_string(), actor.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                set_campaign_status(c, &tenant, &id, to, &actor, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            set_campaign_status(c, tenant, &id, to, &actor, now)
         })
         .await
     }
@@ -840,10 +828,8 @@ impl Store {
         now: i64,
     ) -> Result<(ListUpload, bool)> {
         let (tenant, id, actor) = (tenant.to_string(), id.to_string(), actor.to_string());
-        self.write("", move |c| {
-            idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                upload_list(c, &tenant, &id, &entries, replace, &actor, now)
-            })
+        self.write_idem("", &tenant, idem, now, move |c, tenant| {
+            upload_list(c, tenant, &id, &entries, replace, &actor, now)
         })
         .await
     }

@@ -274,6 +274,30 @@ impl Store {
         })
     }
 
+    /// [`Store::write`] under an idempotency key (if any): the key is claimed, `f` runs, and its
+    /// answer is stored with the key in the same transaction; a replay answers `(first, true)`.
+    /// `f` gets the tenant.
+    pub(crate) async fn write_idem<T, F>(
+        &self,
+        partition: &str,
+        tenant: &str,
+        idem: Option<crate::idem::IdemKey>,
+        now: i64,
+        mut f: F,
+    ) -> Result<(T, bool)>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        F: FnMut(&mut dyn Conn, &str) -> Result<T> + Send + 'static,
+    {
+        let tenant = tenant.to_string();
+        self.write(partition, move |c| {
+            with_retry(c, |c| {
+                crate::idem::run(c, &tenant, idem.as_ref(), now, |c| f(c, &tenant))
+            })
+        })
+        .await
+    }
+
     /// Posts a purchase in the next group commit of its member's writer, together with the
     /// other plain purchases of the batch where it can be (see `together`).
     pub(crate) async fn write_purchase(

@@ -7,7 +7,7 @@
 
 use crate::conn::Conn;
 use crate::error::{Result, StoreError};
-use crate::idem::{self, IdemKey};
+use crate::idem::IdemKey;
 use crate::ledger::{self, Txn, lock_member};
 use crate::model::BalanceNow;
 use crate::runtime::Store;
@@ -272,14 +272,10 @@ impl Store {
             actor.to_string(),
         );
         let part = from.clone();
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    transfer(
-                        c, &tenant, &from, &to, points, &reason, &actor, &settings, now,
-                    )
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            transfer(
+                c, tenant, &from, &to, points, &reason, &actor, &settings, now,
+            )
         })
         .await
     }
@@ -303,12 +299,8 @@ impl Store {
             actor.to_string(),
         );
         let part = member.clone();
-        self.write(&part, move |c| {
-            crate::runtime::with_retry(c, |c| {
-                idem::run(c, &tenant, idem.as_ref(), now, |c| {
-                    donate(c, &tenant, &member, points, &charity, &actor, now)
-                })
-            })
+        self.write_idem(&part, &tenant, idem, now, move |c, tenant| {
+            donate(c, tenant, &member, points, &charity, &actor, now)
         })
         .await
     }
