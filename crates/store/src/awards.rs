@@ -238,13 +238,10 @@ pub(crate) fn grant(
     let state = ledger::lock_member(c, tenant, &g.member_id)?
         .ok_or_else(|| StoreError::NotFound(format!("member `{}`", g.member_id)))?;
     let payload = serde_json::json!({ "grant": g.key }).to_string();
-    let event_id = c
-        .query_one(
+    let event_id = c.insert_id(
             "INSERT INTO events (tenant_id, member_id, kind, type, occurred_at, recorded_at, payload) VALUES ($1, $2, 'rule', $3, $4, $5, $6) RETURNING id",
             &[tenant.into(), g.member_id.as_str().into(), g.kind.as_str().into(), g.occurred_at.into(), now.into(), payload.as_str().into()],
-        )?
-        .map(|r| r.int(0))
-        .ok_or_else(|| StoreError::Busy("no event id".into()))?;
+    )?;
     let settled = settle(c, tenant, &g.member_id, awards)?;
     let points: i64 = settled.iter().map(|a| a.points).sum::<i64>().max(0);
     let mut balance = state.now();

@@ -146,4 +146,16 @@ pub trait Conn: Send {
     fn query_one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
+
+    /// Runs a one-row `INSERT ... RETURNING id` and answers the new row's id. A backend may
+    /// get the id its cheaper way (SQLite builds a temporary table for every RETURNING).
+    fn insert_id(&mut self, sql: &str, params: &[Param<'_>]) -> Result<i64, DbError> {
+        match self.query_one(sql, params)? {
+            Some(row) => Ok(row.int(0)),
+            None => Err(DbError {
+                kind: DbErrorKind::Other,
+                message: "an insert returned no id".into(),
+            }),
+        }
+    }
 }

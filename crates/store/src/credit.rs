@@ -37,13 +37,10 @@ pub(crate) fn post(
     amount_minor: i64,
     counter: &str,
 ) -> Result<i64> {
-    let row = c
-        .query_one(
+    let id = c.insert_id(
             "INSERT INTO credit_txns (tenant_id, member_id, kind, reason, order_id, currency, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             &[t.tenant.into(), t.member.into(), t.kind.into(), t.reason.into(), t.order_id.into(), t.currency.into(), t.actor.into(), t.now.into()],
-        )?
-        .ok_or_else(|| StoreError::Busy("no id returned for a credit transaction".into()))?;
-    let id = row.int(0);
+    )?;
     // Both legs in one statement: the member's `credit` and the programme's counter account.
     c.execute(
         "INSERT INTO credit_entries (tenant_id, txn_id, member_id, account, amount_minor) VALUES ($1, $2, $3, 'credit', $4), ($1, $2, NULL, $5, $6)",

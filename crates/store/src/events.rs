@@ -29,22 +29,16 @@ pub(crate) fn purchase(
     settings: &ProgramSettings,
     now: i64,
 ) -> Result<PurchaseOutcome> {
-    // The member's row is locked first (and its balances read), then the order id claimed: a
-    // concurrent resend waits on the member, then finds the order.
+    // The member's row is locked first (and its balances read), then the order id looked up:
+    // a concurrent resend waits on the member, then finds the order. The order's row is
+    // written once, at the end, with its answer.
     let (member, state, enrolled) =
         crate::members::resolve_locked(c, tenant, &p.member, settings.auto_enroll, now)?;
-    let lines_json = to_json(&p.lines)?;
-    let claimed = c.execute(
-        "INSERT INTO orders (tenant_id, order_id, member_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines) VALUES ($1, $2, $3, $4, $5, 0, 0, 0, '[]') ON CONFLICT DO NOTHING",
-        &[tenant.into(), (&p.order_id).into(), member.as_str().into(), p.total.minor.into(), lines_json.as_str().into()],
+    let recorded = c.query_one(
+        "SELECT result, member_id, total_minor FROM orders WHERE tenant_id = $1 AND order_id = $2",
+        &[tenant.into(), (&p.order_id).into()],
     )?;
-    if claimed == 0 {
-        let row = c
-            .query_one(
-                "SELECT result, member_id, total_minor FROM orders WHERE tenant_id = $1 AND order_id = $2",
-                &[tenant.into(), (&p.order_id).into()],
-            )?
-            .ok_or_else(|| StoreError::Busy("order vanished; retry".into()))?;
+    if let Some(row) = recorded {
         // A resend is the same order again; the same id with another member or total is a
         // mistake the till should hear about, not a silent success.
         if row.text(1) != member || row.int(2) != p.total.minor {
@@ -57,16 +51,14 @@ pub(crate) fn purchase(
         first.duplicate = true;
         return Ok(first);
     }
+    let lines_json = to_json(&p.lines)?;
     let occurred = p.occurred_at.timestamp_micros();
     let payload =
         serde_json::json!({ "lines": p.lines, "total": p.total.to_decimal() }).to_string();
-    let event_row = c
-        .query_one(
+    let event_id = c.insert_id(
             "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload) VALUES ($1, $2, 'purchase', 'purchase', $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
             &[tenant.into(), member.as_str().into(), (&p.order_id).into(), occurred.into(), now.into(), p.channel.as_str().into(), p.store_id.as_ref().into(), p.total.minor.into(), p.total.currency.code().into(), payload.as_str().into()],
-        )?
-        .ok_or_else(|| StoreError::Busy("no event id".into()))?;
-    let event_id = event_row.int(0);
+    )?;
     // Rule awards are cut to their caps and budgets here, under the member's lock and the
     // counters' row locks, then recorded with what each was computed on.
     let settled = crate::awards::settle(c, tenant, &member, awards)?;
@@ -155,10 +147,20 @@ pub(crate) fn purchase(
             pending: state.pending + d_pending,
         },
     };
+    // Only a resend of this order through another writer (the same member named another way)
+    // can have recorded it since the look-up above; its client is asked to retry, and the
+    // retry answers as a duplicate.
     c.execute(
-        "UPDATE orders SET event_id = $3, awarded = $4, result = $5 WHERE tenant_id = $1 AND order_id = $2",
-        &[tenant.into(), (&p.order_id).into(), event_id.into(), points.into(), to_json(&outcome)?.as_str().into()],
-    )?;
+        "INSERT INTO orders (tenant_id, order_id, member_id, event_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines, result) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, '[]', $8)",
+        &[tenant.into(), (&p.order_id).into(), member.as_str().into(), event_id.into(), p.total.minor.into(), lines_json.as_str().into(), points.into(), to_json(&outcome)?.as_str().into()],
+    )
+    .map_err(|e| match e.kind {
+        crate::conn::DbErrorKind::Unique => StoreError::Busy(format!(
+            "order `{}` is being recorded by another request; retry",
+            p.order_id
+        )),
+        _ => e.into(),
+    })?;
     Ok(outcome)
 }
 
@@ -223,13 +225,10 @@ pub(crate) fn refund(
     let occurred = r.occurred_at.timestamp_micros();
     let payload =
         serde_json::json!({ "refund_id": r.refund_id, "amount_minor": amount }).to_string();
-    let event_id = c
-        .query_one(
+    let event_id = c.insert_id(
             "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, amount_minor, currency, payload) VALUES ($1, $2, 'refund', 'refund', $3, $4, $5, $6, $7, $8) RETURNING id",
             &[tenant.into(), member.as_str().into(), (&r.order_id).into(), occurred.into(), now.into(), amount.into(), settings.currency.code().into(), payload.as_str().into()],
-        )?
-        .map(|row| row.int(0))
-        .ok_or_else(|| StoreError::Busy("no event id".into()))?;
+    )?;
     // Each recorded award gives back what it gave for the refunded lines or amount; orders
     // recorded before awards were claw back in proportion to the order.
     let claw = match crate::awards::clawback(c, tenant, &r.order_id, &r.what, amount, total)? {
@@ -334,13 +333,10 @@ pub(crate) fn custom(
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
     let occurred = e.occurred_at.timestamp_micros();
     let payload = to_json(&e.properties)?;
-    let event_id = c
-        .query_one(
+    let event_id = c.insert_id(
             "INSERT INTO events (tenant_id, member_id, kind, type, occurred_at, recorded_at, payload) VALUES ($1, $2, 'custom', $3, $4, $5, $6) RETURNING id",
             &[tenant.into(), member.as_str().into(), e.kind.as_str().into(), occurred.into(), now.into(), payload.as_str().into()],
-        )?
-        .map(|row| row.int(0))
-        .ok_or_else(|| StoreError::Busy("no event id".into()))?;
+    )?;
     let settled = crate::awards::settle(c, tenant, &member, awards)?;
     let awards = settled.as_slice();
     crate::awards::record(c, tenant, event_id, None, &member, awards, 0, now)?;

@@ -108,13 +108,10 @@ pub(crate) fn entry(account: Account, lot_id: Option<i64>, amount: i64) -> Entry
 }
 
 pub(crate) fn insert_txn(c: &mut dyn Conn, t: &Txn<'_>) -> Result<i64> {
-    let row = c
-        .query_one(
+    Ok(c.insert_id(
             "INSERT INTO txns (tenant_id, member_id, kind, reason, event_id, order_id, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             &[t.tenant.into(), t.member.into(), t.kind.into(), t.reason.into(), t.event_id.into(), t.order_id.into(), t.actor.into(), t.now.into()],
-        )?
-        .ok_or_else(|| StoreError::Busy("no id returned for a transaction".into()))?;
-    Ok(row.int(0))
+    )?)
 }
 
 /// Writes the entries of transaction `txn_id`, refusing any set that does not sum to zero, and
@@ -193,13 +190,10 @@ pub(crate) fn insert_lot(
     lot: &NewLot<'_>,
 ) -> Result<i64> {
     let state = lot_state(lot.remaining, lot.pending);
-    let row = c
-        .query_one(
+    Ok(c.insert_id(
             "INSERT INTO lots (tenant_id, member_id, txn_id, order_id, state, amount, remaining, earned_at, matures_at, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             &[t.tenant.into(), t.member.into(), txn_id.into(), lot.order_id.into(), state.into(), lot.amount.into(), lot.remaining.into(), lot.earned_at.into(), lot.matures_at.into(), lot.expires_at.into(), t.now.into()],
-        )?
-        .ok_or_else(|| StoreError::Busy("no id returned for a lot".into()))?;
-    Ok(row.int(0))
+    )?)
 }
 
 /// Takes `n` points out of a lot; a lot left empty is marked spent (or `final_state`).
