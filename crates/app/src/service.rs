@@ -88,7 +88,9 @@ pub struct App {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     earners: Vec<Arc<dyn Earner>>,
-    programs: Arc<crate::cache::ProgramCache>,
+    programs: Arc<crate::cache::TtlCache<ProgramSettings>>,
+    /// The key behind each secret, by the secret's hash: every request authenticates.
+    keys: Arc<crate::cache::TtlCache<Principal>>,
     /// Unknown coupon codes tried, per API key (this node's memory; see `guard`).
     pub(crate) guesses: Arc<crate::guard::GuessLimiter>,
     /// Each tenant's compiled rules (a cache; see `rules`).
@@ -108,6 +110,7 @@ impl App {
                 Arc::new(crate::earners::PlanEarner),
             ],
             programs: Arc::default(),
+            keys: Arc::default(),
             guesses: Arc::default(),
         }
     }
@@ -128,17 +131,25 @@ impl App {
         if secret.len() > 200 {
             return Err(AppError::Unauthorized);
         }
+        // A key revoked through another node stops working within the cache's TTL; through
+        // this node, at once.
+        let hash = fidelis_store::tenancy::hash_key(secret);
+        if let Some(p) = self.keys.get(&hash) {
+            return Ok(p);
+        }
         let key = self
             .store
-            .find_key(secret)
+            .find_key_hashed(&hash)
             .await?
             .ok_or(AppError::Unauthorized)?;
         let scope = Scope::parse(&key.scope).ok_or(AppError::Unauthorized)?;
-        Ok(Principal {
+        let principal = Principal {
             tenant: key.tenant_id,
             key_id: key.id,
             scope,
-        })
+        };
+        self.keys.put(&hash, principal.clone());
+        Ok(principal)
     }
 
     /// Creates the tenant (with default programme) if needed, then a key; returns the secret.
@@ -423,7 +434,9 @@ impl App {
 
     pub async fn revoke_key(&self, p: &Principal, id: &str) -> Result<(), AppError> {
         p.admin("revoking API keys")?;
-        Ok(self.store.revoke_key(&p.tenant, id, self.now()).await?)
+        self.store.revoke_key(&p.tenant, id, self.now()).await?;
+        self.keys.clear();
+        Ok(())
     }
 
     /// Maturation and expiry, for every tenant, as of the clock's now.

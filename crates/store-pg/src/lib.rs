@@ -100,17 +100,38 @@ impl Backend for Postgres {
         Ok(Box::new(PgConn {
             client,
             statements: HashMap::new(),
+            runs: 0,
+            replan_at: FIRST_REPLAN,
         }))
     }
 }
 
+/// Statements run on a connection before its prepared statements are first dropped and
+/// prepared again; each later round waits four times longer, up to [`LAST_REPLAN`].
+///
+/// PostgreSQL settles on a generic plan for a prepared statement after a few runs and keeps
+/// it. Made while a table is still small (a new database, a new tenant), that plan may look
+/// rows up by tenant alone and filter the rest: the orders check of a batch then read every
+/// order of the tenant, and throughput fell as the table grew. Preparing again lets the
+/// planner see the tables as they are now.
+const FIRST_REPLAN: u64 = 1_000;
+const LAST_REPLAN: u64 = 4_096_000;
+
 struct PgConn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// Statements run since the connection opened, and when its statements are next dropped.
+    runs: u64,
+    replan_at: u64,
 }
 
 impl PgConn {
     fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
+        self.runs += 1;
+        if self.runs >= self.replan_at {
+            self.statements.clear();
+            self.replan_at = self.runs + (self.replan_at * 4).min(LAST_REPLAN);
+        }
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }

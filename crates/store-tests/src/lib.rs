@@ -56,7 +56,12 @@ impl TestDb {
     /// A store on this database, migrated, with the usual options.
     pub fn store(&self, now_micros: i64) -> Store {
         let b = backend(&self.url);
-        let opts = StoreOptions::for_dialect(b.dialect());
+        let mut opts = StoreOptions::for_dialect(b.dialect());
+        // Several writers on PostgreSQL whatever the machine's default, so the partitioning of
+        // writes by member and the locking between writers stay exercised.
+        if b.dialect() == fidelis_store::Dialect::Postgres {
+            opts.writers = 4;
+        }
         self.store_with(opts, now_micros)
     }
 

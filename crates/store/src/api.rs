@@ -88,8 +88,9 @@ impl Store {
     }
 
     /// The live key whose secret is `secret`, if any.
-    pub async fn find_key(&self, secret: &str) -> Result<Option<ApiKeyRecord>> {
-        let hash = crate::tenancy::hash_key(secret);
+    /// The live key whose secret hashes to `hash` ([`crate::tenancy::hash_key`]).
+    pub async fn find_key_hashed(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
+        let hash = hash.to_string();
         self.read(move |c| crate::tenancy::find_key(c, &hash)).await
     }
 
