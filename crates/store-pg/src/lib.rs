@@ -7,7 +7,7 @@
 //! schema, created if missing. Tests use it to give every test its own database.
 
 use fidelis_store::{Backend, Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
-use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
 use std::error::Error;
@@ -159,6 +159,13 @@ impl ToSql for P<'_> {
             }
             Param::Int(v) => v.to_sql(ty, out),
             Param::Text(t) => t.to_sql(ty, out),
+            // An array where the statement wants something else is a mistake in our SQL; the
+            // array encoder would panic on it, so it is refused here.
+            Param::Ints(_) | Param::Texts(_) if !matches!(ty.kind(), Kind::Array(_)) => {
+                Err(format!("an array parameter given where {ty} is expected").into())
+            }
+            Param::Ints(v) => v.to_sql(ty, out),
+            Param::Texts(v) => v.to_sql(ty, out),
         }
     }
     fn accepts(_: &Type) -> bool {

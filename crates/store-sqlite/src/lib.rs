@@ -178,6 +178,12 @@ fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Param<'_>]) -> Resul
             Param::Null => stmt.raw_bind_parameter(i + 1, rusqlite::types::Null),
             Param::Int(v) => stmt.raw_bind_parameter(i + 1, v),
             Param::Text(t) => stmt.raw_bind_parameter(i + 1, t),
+            Param::Ints(_) | Param::Texts(_) => {
+                return Err(DbError {
+                    kind: DbErrorKind::Other,
+                    message: "SQLite has no array parameters".into(),
+                });
+            }
         };
         r.map_err(db_err)?;
     }

@@ -34,6 +34,10 @@ pub enum Param<'a> {
     Null,
     Int(i64),
     Text(&'a str),
+    /// Arrays, for PostgreSQL's `unnest` (a whole batch's column in one parameter). SQLite has
+    /// none: its connection refuses them.
+    Ints(&'a [Option<i64>]),
+    Texts(&'a [Option<&'a str>]),
 }
 
 impl From<i64> for Param<'_> {

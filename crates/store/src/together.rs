@@ -1,16 +1,25 @@
 //! Purchases written together: the purchases a writer finds in one batch are posted with a
-//! handful of multi-row statements (one per table) instead of nine statements each. Rows are
-//! the same as [`crate::events::purchase`] writes, field for field; only the number of
-//! statements (and, on PostgreSQL, of round trips) changes.
+//! few statements for the whole group instead of nine statements each. Rows are the same as
+//! [`crate::events::purchase`] writes, field for field; only the number of statements (and, on
+//! PostgreSQL, of round trips) changes.
+//!
+//! The group's members are locked and its order ids checked first; then ids are taken for
+//! every row (sequences on PostgreSQL, the next row ids on SQLite's single writer), so each
+//! row can name its neighbours and nothing has to be read back. PostgreSQL then writes every
+//! table in one statement whose columns arrive as arrays (`unnest`): four round trips for any
+//! number of purchases. SQLite, where a statement costs no round trip, writes one multi-row
+//! statement per table (and posting together is off there by default: it measured slower
+//! than one by one).
 //!
 //! Only the plain case goes this way: a known member, no idempotency key, no capped or
 //! budgeted award, an order id not seen before, and one purchase per member and per order in
 //! the group. Every other purchase is left to run alone, after the group, through the same
 //! path as ever, so anything unusual (enrolment, duplicates, conflicts, caps) keeps exactly one
 //! implementation. If a statement of the group fails, the writer rolls the whole batch back and
-//! runs every request alone (see `runtime::run_batch`).
+//! runs every request alone (see `runtime::run_batch`). `store-tests/tests/together.rs` posts
+//! the same purchases both ways on both databases and compares every row.
 
-use crate::conn::{Conn, Param, Row};
+use crate::conn::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::idem::{self, IdemKey};
 use crate::ledger::{expiry_for, ts};
@@ -94,7 +103,10 @@ pub(crate) fn write_together(
         .collect();
     let mut rest = picked.as_slice();
     while !rest.is_empty() {
-        let n = chunk_len(rest.len());
+        let n = match c.dialect() {
+            Dialect::Postgres => rest.len().min(PG_CHUNK),
+            Dialect::Sqlite => chunk_len(rest.len()),
+        };
         let (chunk, more) = rest.split_at(n);
         let group: Vec<&PurchaseJob> = chunk.iter().map(|&i| jobs[i]).collect();
         for (k, outcome) in write_chunk(c, tenant, &group)?.into_iter().enumerate() {
@@ -103,6 +115,19 @@ pub(crate) fn write_together(
         rest = more;
     }
     Ok(out)
+}
+
+/// Purchases per chunk on PostgreSQL, whose statements take a chunk's keys and columns as
+/// arrays: one statement text whatever the chunk's size, so no need to cut it in powers of two.
+const PG_CHUNK: usize = 1_024;
+
+/// `column` is one of the keys numbered `$first`...: an array parameter on PostgreSQL
+/// (one statement text for any number of keys), a list of `n` parameters on SQLite.
+fn one_of(c: &dyn Conn, column: &str, first: usize, n: usize) -> String {
+    match c.dialect() {
+        Dialect::Postgres => format!("{column} = ANY(${first}::text[])"),
+        Dialect::Sqlite => format!("{column} IN ({})", list(n, first)),
+    }
 }
 
 /// The largest power of two not above `n`, at most [`CHUNK`].
@@ -139,37 +164,28 @@ fn list(n: usize, first: usize) -> String {
         .join(", ")
 }
 
-/// Inserts `rows` (each `cols.len()` values) into `table`, in chunks; returns the rows of
-/// `returning` (in no promised order: callers match them by a column they know).
+/// Inserts `rows` (each `cols.len()` values) into `table`, with multi-row statements of
+/// [`chunk_len`] rows each.
 fn insert_rows(
     c: &mut dyn Conn,
     table: &str,
     cols: &[&str],
     rows: &[Vec<Param<'_>>],
-    returning: Option<&str>,
-) -> Result<Vec<Row>> {
-    let mut back = Vec::new();
+) -> Result<()> {
     let mut rest = rows;
     while !rest.is_empty() {
         let n = chunk_len(rest.len());
         let (chunk, more) = rest.split_at(n);
         let sql = format!(
-            "INSERT INTO {table} ({}) VALUES {}{}",
+            "INSERT INTO {table} ({}) VALUES {}",
             cols.join(", "),
-            tuples(n, cols.len(), 1),
-            returning
-                .map(|r| format!(" RETURNING {r}"))
-                .unwrap_or_default()
+            tuples(n, cols.len(), 1)
         );
         let params: Vec<Param<'_>> = chunk.iter().flatten().copied().collect();
-        if returning.is_some() {
-            back.extend(c.query(&sql, &params)?);
-        } else {
-            c.execute(&sql, &params)?;
-        }
+        c.execute(&sql, &params)?;
         rest = more;
     }
-    Ok(back)
+    Ok(())
 }
 
 /// What one purchase of a chunk writes, worked out before any row is.
@@ -201,7 +217,8 @@ fn write_chunk(
     let n = group.len();
     // The members, locked (in id order, so two writers never wait on each other in a cycle):
     // those named by id, then those named by external id. Each list has the group's size,
-    // padded with NULLs (which match nothing), so each query keeps one shape per size.
+    // padded with NULLs (which match nothing), so each query keeps one shape per size (one in
+    // all on PostgreSQL).
     let mut by_id: HashMap<String, (String, i64, i64)> = HashMap::new();
     let mut by_ext: HashMap<String, String> = HashMap::new();
     for (column, pick) in [("id", 1usize), ("external_id", 2)] {
@@ -213,10 +230,13 @@ fn write_chunk(
             continue;
         }
         let mut params: Vec<Param<'_>> = vec![tenant.into()];
-        params.extend(keys.into_iter().map(Param::from));
+        match c.dialect() {
+            Dialect::Postgres => params.push(Param::Texts(&keys)),
+            Dialect::Sqlite => params.extend(keys.iter().map(|k| Param::from(*k))),
+        }
         let sql = format!(
-            "SELECT id, external_id, available, pending FROM members WHERE tenant_id = $1 AND {column} IN ({}) AND {column} IS NOT NULL ORDER BY id{}",
-            list(n, 2),
+            "SELECT id, external_id, available, pending FROM members WHERE tenant_id = $1 AND {} AND {column} IS NOT NULL ORDER BY id{}",
+            one_of(c, column, 2, n),
             c.dialect().for_update()
         );
         for r in c.query(&sql, &params)? {
@@ -228,11 +248,18 @@ fn write_chunk(
         }
     }
     // Orders already recorded run alone (they answer as duplicates or conflicts).
+    let order_ids: Vec<Option<&str>> = group
+        .iter()
+        .map(|j| Some(j.purchase.order_id.as_str()))
+        .collect();
     let mut params: Vec<Param<'_>> = vec![tenant.into()];
-    params.extend(group.iter().map(|j| Param::from(&j.purchase.order_id)));
+    match c.dialect() {
+        Dialect::Postgres => params.push(Param::Texts(&order_ids)),
+        Dialect::Sqlite => params.extend(order_ids.iter().map(|k| Param::from(*k))),
+    }
     let sql = format!(
-        "SELECT order_id FROM orders WHERE tenant_id = $1 AND order_id IN ({})",
-        list(n, 2)
+        "SELECT order_id FROM orders WHERE tenant_id = $1 AND {}",
+        one_of(c, "order_id", 2, n)
     );
     let seen: HashSet<String> = c.query(&sql, &params)?.iter().map(|r| r.text(0)).collect();
 
@@ -287,12 +314,295 @@ fn write_chunk(
         return Ok((0..n).map(|_| None).collect());
     }
 
-    // Events, matched back by order id.
-    let rows: Vec<Vec<Param<'_>>> = live
+    // Row ids first, so every row can name its neighbours and each table is written in one
+    // statement without reading ids back.
+    let earning = live.iter().filter(|pl| pl.points > 0).count();
+    let ids = take_ids(c, live.len(), earning)?;
+    let mut next_ledger = ids.ledger.into_iter();
+    for (pl, event_id) in live.iter_mut().zip(ids.events) {
+        pl.event_id = event_id;
+        if pl.points > 0 {
+            (pl.txn_id, pl.lot_id) = next_ledger
+                .next()
+                .ok_or_else(|| StoreError::Busy("too few ids were taken".into()))?;
+        }
+    }
+
+    // What each purchase answers (kept on its order for resends), and what it moves on the
+    // member's row.
+    let mut outcomes: Vec<(String, PurchaseOutcome)> = Vec::with_capacity(live.len());
+    for pl in live.iter() {
+        let p = &pl.job.purchase;
+        let (da, dp) = pl.deltas();
+        let outcome = PurchaseOutcome {
+            event_id: pl.event_id,
+            member_id: pl.member.clone(),
+            order_id: p.order_id.clone(),
+            points: pl.points,
+            status: if pl.pending { "pending" } else { "available" }.into(),
+            matures_at: pl.pending.then(|| ts(pl.matures)),
+            expires_at: pl.expires_at.filter(|_| pl.points > 0).map(ts),
+            breakdown: crate::awards::public(&pl.job.awards),
+            debt_repaid: pl.repaid,
+            enrolled: false,
+            duplicate: false,
+            balance: BalanceNow {
+                available: pl.available + da,
+                pending: pl.pending_balance + dp,
+            },
+        };
+        outcomes.push((serde_json::to_string(&outcome)?, outcome));
+    }
+    let posted: Vec<&Plan<'_>> = live.iter().map(|pl| &**pl).collect();
+    let results: Vec<&str> = outcomes.iter().map(|(json, _)| json.as_str()).collect();
+    let awards = award_rows(&posted)?;
+    let changed = match c.dialect() {
+        Dialect::Postgres => write_rows_unnest(c, tenant, &posted, &awards, &results)?,
+        Dialect::Sqlite => write_rows_multi(c, tenant, &posted, &awards, &results)?,
+    };
+    if changed != posted.len() as u64 {
+        return Err(StoreError::Busy(format!(
+            "{changed} of {} member rows updated",
+            posted.len()
+        )));
+    }
+
+    // What the programme adds after a purchase (cashback, tier moves), member by member.
+    for pl in posted {
+        crate::member_value::after_purchase(
+            c,
+            tenant,
+            &pl.member,
+            &pl.job.purchase,
+            &pl.job.settings,
+            pl.job.now,
+        )?;
+    }
+    let mut outcomes = outcomes.into_iter().map(|(_, o)| o);
+    Ok(plans
+        .iter()
+        .map(|pl| pl.as_ref().and_then(|_| outcomes.next()))
+        .collect())
+}
+
+impl Plan<'_> {
+    /// What the purchase moves on the member's `available` and `pending` balances.
+    fn deltas(&self) -> (i64, i64) {
+        match (self.points > 0, self.pending) {
+            (false, _) => (0, 0),
+            (true, true) => (0, self.points),
+            (true, false) => (self.points, 0),
+        }
+    }
+
+    /// The member account the purchase's points go to.
+    fn account(&self) -> Account {
+        if self.pending {
+            Account::Pending
+        } else {
+            Account::Available
+        }
+    }
+}
+
+/// Ids for a chunk's rows: an event per purchase, a journal transaction and a lot per earning
+/// purchase.
+struct Ids {
+    events: Vec<i64>,
+    ledger: Vec<(i64, i64)>,
+}
+
+fn take_ids(c: &mut dyn Conn, purchases: usize, earning: usize) -> Result<Ids> {
+    let short = || StoreError::Busy("the database gave too few ids".into());
+    match c.dialect() {
+        // Sequences hand out ids no other writer will; those of non-earning purchases' ledger
+        // ids are left unused (a gap, as a rolled-back insert would leave).
+        Dialect::Postgres => {
+            let rows = c.query(
+                "WITH s AS (SELECT pg_get_serial_sequence('events', 'id') AS e, pg_get_serial_sequence('txns', 'id') AS t, pg_get_serial_sequence('lots', 'id') AS l) SELECT nextval(s.e), CASE WHEN g <= $2 THEN nextval(s.t) END, CASE WHEN g <= $2 THEN nextval(s.l) END FROM s, generate_series(1, $1) AS g ORDER BY g",
+                &[(purchases as i64).into(), (earning as i64).into()],
+            )?;
+            if rows.len() != purchases {
+                return Err(short());
+            }
+            Ok(Ids {
+                events: rows.iter().map(|r| r.int(0)).collect(),
+                ledger: rows
+                    .iter()
+                    .take(earning)
+                    .map(|r| (r.int(1), r.int(2)))
+                    .collect(),
+            })
+        }
+        // One writer: the next ids are the largest so far plus one, as SQLite would choose.
+        Dialect::Sqlite => {
+            let r = c
+                .query_one(
+                    "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM txns), (SELECT COALESCE(MAX(id), 0) FROM lots)",
+                    &[],
+                )?
+                .ok_or_else(short)?;
+            let (e, t, l) = (r.int(0), r.int(1), r.int(2));
+            Ok(Ids {
+                events: (1..=purchases as i64).map(|k| e + k).collect(),
+                ledger: (1..=earning as i64).map(|k| (t + k, l + k)).collect(),
+            })
+        }
+    }
+}
+
+/// One award row, as `awards::record` writes it.
+struct AwardRow<'a> {
+    plan: &'a Plan<'a>,
+    award: &'a Award,
+    basis: Option<String>,
+    basis_total: i64,
+}
+
+fn award_rows<'a>(plans: &[&'a Plan<'a>]) -> Result<Vec<AwardRow<'a>>> {
+    let mut rows = Vec::new();
+    for pl in plans {
+        for a in pl.job.awards.iter().filter(|a| a.points > 0) {
+            let basis = a.terms.as_deref().and_then(|t| t.basis.as_ref());
+            rows.push(AwardRow {
+                plan: pl,
+                award: a,
+                basis: basis.map(serde_json::to_string).transpose()?,
+                basis_total: basis.map_or(pl.job.purchase.total.minor, |b| b.total_minor),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// PostgreSQL: the chunk's rows in one statement (one round trip), each column of the chunk
+/// passed as one array and spread back into rows by `unnest`; one statement text whatever the
+/// chunk's size. Answers how many member rows were updated.
+fn write_rows_unnest(
+    c: &mut dyn Conn,
+    tenant: &str,
+    plans: &[&Plan<'_>],
+    awards: &[AwardRow<'_>],
+    results: &[&str],
+) -> Result<u64> {
+    fn ints<T>(of: &[T], f: impl Fn(&T) -> Option<i64>) -> Vec<Option<i64>> {
+        of.iter().map(f).collect()
+    }
+    fn texts<'a, T>(of: &'a [T], f: impl Fn(&'a T) -> Option<&'a str>) -> Vec<Option<&'a str>> {
+        of.iter().map(f).collect()
+    }
+    let earns = |pl: &Plan<'_>| pl.points > 0;
+    let p_ints = [
+        ints(plans, |pl| Some(pl.event_id)),
+        ints(plans, |pl| Some(pl.occurred)),
+        ints(plans, |pl| Some(pl.job.now)),
+        ints(plans, |pl| Some(pl.job.purchase.total.minor)),
+        ints(plans, |pl| Some(pl.points)),
+        ints(plans, |pl| earns(pl).then_some(pl.txn_id)),
+        ints(plans, |pl| earns(pl).then_some(pl.lot_id)),
+        ints(plans, |pl| Some(pl.keep)),
+        ints(plans, |pl| Some(pl.matures)),
+        ints(plans, |pl| pl.expires_at),
+        ints(plans, |pl| Some(pl.deltas().0)),
+        ints(plans, |pl| Some(pl.deltas().1)),
+    ];
+    let p_texts = [
+        texts(plans, |pl| Some(pl.member.as_str())),
+        texts(plans, |pl| Some(pl.job.purchase.order_id.as_str())),
+        texts(plans, |pl| Some(pl.job.purchase.channel.as_str())),
+        texts(plans, |pl| pl.job.purchase.store_id.as_deref()),
+        texts(plans, |pl| Some(pl.job.purchase.total.currency.code())),
+        texts(plans, |pl| Some(pl.payload.as_str())),
+        texts(plans, |pl| Some(pl.lines_json.as_str())),
+        texts(results, |r| Some(*r)),
+        texts(plans, |pl| Some(pl.reason.as_str())),
+        texts(plans, |pl| {
+            Some(crate::ledger::lot_state(pl.keep, pl.pending))
+        }),
+        texts(plans, |pl| Some(pl.account().as_str())),
+    ];
+    let a_ints = [
+        ints(awards, |a| Some(a.plan.event_id)),
+        ints(awards, |a| a.award.rule_version),
+        ints(awards, |a| Some(a.award.points)),
+        ints(awards, |a| Some(a.basis_total)),
+        ints(awards, |a| Some(a.plan.job.now)),
+    ];
+    let a_texts = [
+        texts(awards, |a| Some(a.plan.job.purchase.order_id.as_str())),
+        texts(awards, |a| Some(a.plan.member.as_str())),
+        texts(awards, |a| Some(a.award.source.as_str())),
+        texts(awards, |a| a.award.campaign.as_deref()),
+        texts(awards, |a| a.basis.as_deref()),
+    ];
+    let mut params: Vec<Param<'_>> = vec![tenant.into()];
+    params.extend(p_ints.iter().map(|v| Param::Ints(v)));
+    params.extend(p_texts.iter().map(|v| Param::Texts(v)));
+    params.extend(a_ints.iter().map(|v| Param::Ints(v)));
+    params.extend(a_texts.iter().map(|v| Param::Texts(v)));
+    let row = c
+        .query_one(POST_UNNEST, &params)?
+        .ok_or_else(|| StoreError::Busy("the chunk's statement answered nothing".into()))?;
+    Ok(row.int(0).max(0) as u64)
+}
+
+/// The statement of [`write_rows_unnest`]: `$1` the tenant, `$2`–`$13` the purchases' integer
+/// columns, `$14`–`$24` their text columns, `$25`–`$29` and `$30`–`$34` the awards'. Every
+/// sub-statement runs once, to completion, whether or not the last SELECT reads it.
+const POST_UNNEST: &str = "WITH p AS (
+  SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[],
+    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[]) WITH ORDINALITY
+    AS t(event_id, occurred_at, now, total_minor, points, txn_id, lot_id, keep, matures_at, expires_at, d_available, d_pending,
+         member_id, order_id, channel, store_id, currency, payload, lines, result, reason, lot_state, account, ord)
+), a AS (
+  SELECT * FROM unnest($25::bigint[], $26::bigint[], $27::bigint[], $28::bigint[], $29::bigint[],
+    $30::text[], $31::text[], $32::text[], $33::text[], $34::text[]) WITH ORDINALITY
+    AS t(event_id, rule_version, points, basis_total, now, order_id, member_id, source, campaign_id, basis, ord)
+), ev AS (
+  INSERT INTO events (id, tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload)
+  SELECT event_id, $1, member_id, 'purchase', 'purchase', order_id, occurred_at, now, channel, store_id, total_minor, currency, payload FROM p ORDER BY ord
+), aw AS (
+  INSERT INTO awards (tenant_id, event_id, order_id, member_id, source, rule_version, campaign_id, points, basis, basis_total, basis_refunded, clawed_back, created_at)
+  SELECT $1, event_id, order_id, member_id, source, rule_version, campaign_id, points, basis, basis_total, 0, 0, now FROM a ORDER BY ord
+), tx AS (
+  INSERT INTO txns (id, tenant_id, member_id, kind, reason, event_id, order_id, actor, created_at)
+  SELECT txn_id, $1, member_id, 'earn', reason, event_id, order_id, NULL, now FROM p WHERE txn_id IS NOT NULL ORDER BY ord
+), lo AS (
+  INSERT INTO lots (id, tenant_id, member_id, txn_id, order_id, state, amount, remaining, earned_at, matures_at, expires_at, created_at)
+  SELECT lot_id, $1, member_id, txn_id, order_id, lot_state, points, keep, occurred_at, matures_at, expires_at, now FROM p WHERE txn_id IS NOT NULL ORDER BY ord
+), en AS (
+  INSERT INTO entries (tenant_id, txn_id, member_id, account, lot_id, amount)
+  SELECT $1, p.txn_id, p.member_id, e.account, e.lot_id, e.amount FROM p
+    CROSS JOIN LATERAL (VALUES (1, p.account, p.lot_id, p.points), (2, 'issued', NULL, -p.points)) AS e(k, account, lot_id, amount)
+    WHERE p.txn_id IS NOT NULL ORDER BY p.ord, e.k
+), od AS (
+  INSERT INTO orders (tenant_id, order_id, member_id, event_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines, result)
+  SELECT $1, order_id, member_id, event_id, total_minor, lines, points, 0, 0, '[]', result FROM p ORDER BY ord
+), up AS (
+  UPDATE members m SET available = m.available + p.d_available, pending = m.pending + p.d_pending,
+    lifetime_earned = m.lifetime_earned + p.points, order_count = m.order_count + 1,
+    lifetime_spend_minor = m.lifetime_spend_minor + p.total_minor,
+    last_activity_at = CASE WHEN m.last_activity_at IS NULL OR m.last_activity_at < p.occurred_at THEN p.occurred_at ELSE m.last_activity_at END,
+    updated_at = p.now
+  FROM p WHERE m.tenant_id = $1 AND m.id = p.member_id RETURNING 1
+)
+SELECT COUNT(*) FROM up";
+
+/// SQLite (and the reference for the statement above): one multi-row statement per table.
+/// Answers how many member rows were updated.
+fn write_rows_multi(
+    c: &mut dyn Conn,
+    tenant: &str,
+    plans: &[&Plan<'_>],
+    awards: &[AwardRow<'_>],
+    results: &[&str],
+) -> Result<u64> {
+    let rows: Vec<Vec<Param<'_>>> = plans
         .iter()
         .map(|pl| {
             let p = &pl.job.purchase;
             vec![
+                pl.event_id.into(),
                 tenant.into(),
                 pl.member.as_str().into(),
                 "purchase".into(),
@@ -308,10 +618,11 @@ fn write_chunk(
             ]
         })
         .collect();
-    let ids = insert_rows(
+    insert_rows(
         c,
         "events",
         &[
+            "id",
             "tenant_id",
             "member_id",
             "kind",
@@ -326,46 +637,27 @@ fn write_chunk(
             "payload",
         ],
         &rows,
-        Some("id, order_id"),
     )?;
-    let ids: HashMap<String, i64> = ids.iter().map(|r| (r.text(1), r.int(0))).collect();
-    for pl in live.iter_mut() {
-        pl.event_id = *ids
-            .get(&pl.job.purchase.order_id)
-            .ok_or_else(|| StoreError::Busy("an event id went missing".into()))?;
-    }
-
-    // Awards, as `awards::record` writes them.
-    let mut award_rows: Vec<Vec<Param<'_>>> = Vec::new();
-    let mut bases: Vec<Option<String>> = Vec::new();
-    for pl in live.iter() {
-        for a in pl.job.awards.iter().filter(|a| a.points > 0) {
-            let basis = a.terms.as_deref().and_then(|t| t.basis.as_ref());
-            bases.push(basis.map(serde_json::to_string).transpose()?);
-        }
-    }
-    let mut b = bases.iter();
-    for pl in live.iter() {
-        for a in pl.job.awards.iter().filter(|a| a.points > 0) {
-            let basis = a.terms.as_deref().and_then(|t| t.basis.as_ref());
-            let basis_total = basis.map_or(pl.job.purchase.total.minor, |b| b.total_minor);
-            award_rows.push(vec![
+    let rows: Vec<Vec<Param<'_>>> = awards
+        .iter()
+        .map(|a| {
+            vec![
                 tenant.into(),
-                pl.event_id.into(),
-                (&pl.job.purchase.order_id).into(),
-                pl.member.as_str().into(),
-                a.source.as_str().into(),
-                a.rule_version.into(),
-                a.campaign.as_ref().into(),
-                a.points.into(),
-                b.next().and_then(|s| s.as_ref()).into(),
-                basis_total.into(),
+                a.plan.event_id.into(),
+                (&a.plan.job.purchase.order_id).into(),
+                a.plan.member.as_str().into(),
+                a.award.source.as_str().into(),
+                a.award.rule_version.into(),
+                a.award.campaign.as_ref().into(),
+                a.award.points.into(),
+                a.basis.as_ref().into(),
+                a.basis_total.into(),
                 0i64.into(),
                 0i64.into(),
-                pl.job.now.into(),
-            ]);
-        }
-    }
+                a.plan.job.now.into(),
+            ]
+        })
+        .collect();
     insert_rows(
         c,
         "awards",
@@ -384,17 +676,14 @@ fn write_chunk(
             "clawed_back",
             "created_at",
         ],
-        &award_rows,
-        None,
+        &rows,
     )?;
-
-    // Journal transactions (matched by event id), lots (by transaction id), entries.
-    let earning: Vec<usize> = (0..live.len()).filter(|&k| live[k].points > 0).collect();
+    let earning: Vec<&Plan<'_>> = plans.iter().copied().filter(|pl| pl.points > 0).collect();
     let rows: Vec<Vec<Param<'_>>> = earning
         .iter()
-        .map(|&k| {
-            let pl = &live[k];
+        .map(|pl| {
             vec![
+                pl.txn_id.into(),
                 tenant.into(),
                 pl.member.as_str().into(),
                 "earn".into(),
@@ -406,10 +695,11 @@ fn write_chunk(
             ]
         })
         .collect();
-    let back = insert_rows(
+    insert_rows(
         c,
         "txns",
         &[
+            "id",
             "tenant_id",
             "member_id",
             "kind",
@@ -420,26 +710,17 @@ fn write_chunk(
             "created_at",
         ],
         &rows,
-        Some("id, event_id"),
     )?;
-    let txn_of: HashMap<i64, i64> = back.iter().map(|r| (r.int(1), r.int(0))).collect();
-    for &k in &earning {
-        let pl = &mut live[k];
-        pl.txn_id = *txn_of
-            .get(&pl.event_id)
-            .ok_or_else(|| StoreError::Busy("a transaction id went missing".into()))?;
-    }
     let rows: Vec<Vec<Param<'_>>> = earning
         .iter()
-        .map(|&k| {
-            let pl = &live[k];
-            let state = crate::ledger::lot_state(pl.keep, pl.pending);
+        .map(|pl| {
             vec![
+                pl.lot_id.into(),
                 tenant.into(),
                 pl.member.as_str().into(),
                 pl.txn_id.into(),
                 (&pl.job.purchase.order_id).into(),
-                state.into(),
+                crate::ledger::lot_state(pl.keep, pl.pending).into(),
                 pl.points.into(),
                 pl.keep.into(),
                 pl.occurred.into(),
@@ -449,10 +730,11 @@ fn write_chunk(
             ]
         })
         .collect();
-    let back = insert_rows(
+    insert_rows(
         c,
         "lots",
         &[
+            "id",
             "tenant_id",
             "member_id",
             "txn_id",
@@ -466,25 +748,11 @@ fn write_chunk(
             "created_at",
         ],
         &rows,
-        Some("id, txn_id"),
     )?;
-    let lot_of: HashMap<i64, i64> = back.iter().map(|r| (r.int(1), r.int(0))).collect();
-    for &k in &earning {
-        let pl = &mut live[k];
-        pl.lot_id = *lot_of
-            .get(&pl.txn_id)
-            .ok_or_else(|| StoreError::Busy("a lot id went missing".into()))?;
-    }
     let mut rows: Vec<Vec<Param<'_>>> = Vec::with_capacity(earning.len() * 2);
-    for &k in &earning {
-        let pl = &live[k];
-        let account = if pl.pending {
-            Account::Pending
-        } else {
-            Account::Available
-        };
+    for pl in &earning {
         for (account, lot, amount) in [
-            (account, Some(pl.lot_id), pl.points),
+            (pl.account(), Some(pl.lot_id), pl.points),
             (Account::Issued, None, -pl.points),
         ] {
             rows.push(vec![
@@ -509,83 +777,11 @@ fn write_chunk(
             "amount",
         ],
         &rows,
-        None,
     )?;
-
-    // One update of all the members' rows: balances, counters and last activity.
-    let deltas: Vec<(i64, i64)> = live
+    let rows: Vec<Vec<Param<'_>>> = plans
         .iter()
-        .map(|pl| match (pl.points > 0, pl.pending) {
-            (false, _) => (0, 0),
-            (true, true) => (0, pl.points),
-            (true, false) => (pl.points, 0),
-        })
-        .collect();
-    let mut params: Vec<Param<'_>> = vec![tenant.into()];
-    for (pl, (da, dp)) in live.iter().zip(&deltas) {
-        params.extend::<[Param<'_>; 7]>([
-            pl.member.as_str().into(),
-            (*da).into(),
-            (*dp).into(),
-            pl.points.into(),
-            pl.job.purchase.total.minor.into(),
-            pl.occurred.into(),
-            pl.job.now.into(),
-        ]);
-    }
-    let values: Vec<String> = (0..live.len())
-        .map(|r| {
-            let k = 2 + r * 7;
-            format!(
-                "(CAST(${k} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
-                k + 1,
-                k + 2,
-                k + 3,
-                k + 4,
-                k + 5,
-                k + 6
-            )
-        })
-        .collect();
-    let sql = format!(
-        "UPDATE members SET available = available + d.column2, pending = pending + d.column3, lifetime_earned = lifetime_earned + d.column4, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + d.column5, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < d.column6 THEN d.column6 ELSE last_activity_at END, updated_at = d.column7 FROM (VALUES {}) AS d WHERE members.tenant_id = $1 AND members.id = d.column1",
-        values.join(", ")
-    );
-    let changed = c.execute(&sql, &params)?;
-    if changed != live.len() as u64 {
-        return Err(StoreError::Busy(format!(
-            "{changed} of {} member rows updated",
-            live.len()
-        )));
-    }
-
-    // The orders, each with the answer a resend gets.
-    let mut outcomes: Vec<(String, PurchaseOutcome)> = Vec::with_capacity(live.len());
-    for (pl, (da, dp)) in live.iter().zip(&deltas) {
-        let p = &pl.job.purchase;
-        let outcome = PurchaseOutcome {
-            event_id: pl.event_id,
-            member_id: pl.member.clone(),
-            order_id: p.order_id.clone(),
-            points: pl.points,
-            status: if pl.pending { "pending" } else { "available" }.into(),
-            matures_at: pl.pending.then(|| ts(pl.matures)),
-            expires_at: pl.expires_at.filter(|_| pl.points > 0).map(ts),
-            breakdown: crate::awards::public(&pl.job.awards),
-            debt_repaid: pl.repaid,
-            enrolled: false,
-            duplicate: false,
-            balance: BalanceNow {
-                available: pl.available + da,
-                pending: pl.pending_balance + dp,
-            },
-        };
-        outcomes.push((serde_json::to_string(&outcome)?, outcome));
-    }
-    let rows: Vec<Vec<Param<'_>>> = live
-        .iter()
-        .zip(&outcomes)
-        .map(|(pl, (json, _))| {
+        .zip(results)
+        .map(|(pl, result)| {
             let p = &pl.job.purchase;
             vec![
                 tenant.into(),
@@ -598,7 +794,7 @@ fn write_chunk(
                 0i64.into(),
                 0i64.into(),
                 "[]".into(),
-                json.as_str().into(),
+                (*result).into(),
             ]
         })
         .collect();
@@ -619,24 +815,40 @@ fn write_chunk(
             "result",
         ],
         &rows,
-        None,
     )?;
-    // What the programme adds after a purchase (cashback, tier moves), member by member.
-    for pl in live.iter() {
-        crate::member_value::after_purchase(
-            c,
-            tenant,
-            &pl.member,
-            &pl.job.purchase,
-            &pl.job.settings,
-            pl.job.now,
-        )?;
+    // One update of all the members' rows: balances, counters and last activity.
+    let mut params: Vec<Param<'_>> = vec![tenant.into()];
+    for pl in plans {
+        let (da, dp) = pl.deltas();
+        params.extend::<[Param<'_>; 7]>([
+            pl.member.as_str().into(),
+            da.into(),
+            dp.into(),
+            pl.points.into(),
+            pl.job.purchase.total.minor.into(),
+            pl.occurred.into(),
+            pl.job.now.into(),
+        ]);
     }
-    let mut outcomes = outcomes.into_iter().map(|(_, o)| o);
-    Ok(plans
-        .iter()
-        .map(|pl| pl.as_ref().and_then(|_| outcomes.next()))
-        .collect())
+    let values: Vec<String> = (0..plans.len())
+        .map(|r| {
+            let k = 2 + r * 7;
+            format!(
+                "(CAST(${k} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                k + 1,
+                k + 2,
+                k + 3,
+                k + 4,
+                k + 5,
+                k + 6
+            )
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE members SET available = available + d.column2, pending = pending + d.column3, lifetime_earned = lifetime_earned + d.column4, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + d.column5, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < d.column6 THEN d.column6 ELSE last_activity_at END, updated_at = d.column7 FROM (VALUES {}) AS d WHERE members.tenant_id = $1 AND members.id = d.column1",
+        values.join(", ")
+    );
+    Ok(c.execute(&sql, &params)?)
 }
 
 #[cfg(test)]
