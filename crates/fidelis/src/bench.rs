@@ -408,14 +408,41 @@ impl Drop for Child {
     }
 }
 
+/// Drops the bench's PostgreSQL schema when the run ends, however it ends (after the server,
+/// declared later, is stopped): a run leaves nothing behind in the database.
+struct DropSchema {
+    base: String,
+    schema: String,
+}
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let (base, schema) = (self.base.clone(), self.schema.clone());
+        // The PostgreSQL client must not run on the async runtime's threads.
+        let dropped = std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut c = db::backend(&base)?.connect(false)?;
+            c.batch(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))?;
+            Ok(())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the bench schema {}", self.schema);
+        }
+    }
+}
+
 pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
+    let mut _schema = None;
     let (url, kind) = match &o.database_url {
         Some(u) if u.starts_with("postgres") => {
             let sep = if u.contains('?') { '&' } else { '?' };
-            (
-                format!("{u}{sep}schema={}", fidelis_store::random_id("bench_", 10)),
-                "postgres",
-            )
+            let schema = fidelis_store::random_id("bench_", 10);
+            let url = format!("{u}{sep}schema={schema}");
+            _schema = Some(DropSchema {
+                base: u.clone(),
+                schema,
+            });
+            (url, "postgres")
         }
         Some(u) => (u.clone(), "sqlite"),
         None => {

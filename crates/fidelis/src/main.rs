@@ -89,7 +89,7 @@ enum Command {
     /// throughput and latency per operation.
     Bench {
         /// sqlite://file or postgres://... (default: a fresh SQLite file in the temp folder;
-        /// on PostgreSQL a fresh schema is used)
+        /// on PostgreSQL a fresh schema, dropped at the end)
         #[arg(long)]
         database_url: Option<String>,
         #[arg(long, default_value_t = 10_000)]
