@@ -100,8 +100,7 @@ impl Backend for Postgres {
         Ok(Box::new(PgConn {
             client,
             statements: HashMap::new(),
-            runs: 0,
-            replan_at: FIRST_REPLAN,
+            replan: Replan::default(),
         }))
     }
 }
@@ -120,17 +119,44 @@ const LAST_REPLAN: u64 = 4_096_000;
 struct PgConn {
     client: Client,
     statements: HashMap<String, Statement>,
-    /// Statements run since the connection opened, and when its statements are next dropped.
+    replan: Replan,
+}
+
+/// When a connection's prepared statements are next dropped (see [`FIRST_REPLAN`]).
+struct Replan {
+    /// Statements run since the connection opened.
     runs: u64,
-    replan_at: u64,
+    at: u64,
+    every: u64,
+}
+
+impl Default for Replan {
+    fn default() -> Self {
+        Replan {
+            runs: 0,
+            at: FIRST_REPLAN,
+            every: FIRST_REPLAN,
+        }
+    }
+}
+
+impl Replan {
+    /// Counts one statement run; true when the statements are to be prepared again.
+    fn due(&mut self) -> bool {
+        self.runs += 1;
+        if self.runs < self.at {
+            return false;
+        }
+        self.every = (self.every * 4).min(LAST_REPLAN);
+        self.at = self.runs + self.every;
+        true
+    }
 }
 
 impl PgConn {
     fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
-        self.runs += 1;
-        if self.runs >= self.replan_at {
+        if self.replan.due() {
             self.statements.clear();
-            self.replan_at = self.runs + (self.replan_at * 4).min(LAST_REPLAN);
         }
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
@@ -232,5 +258,21 @@ impl Conn for PgConn {
 
     fn is_broken(&self) -> bool {
         self.client.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_prepared_again_at_growing_intervals_up_to_the_cap() {
+        let mut r = Replan::default();
+        let due: Vec<u64> = (1..=30_000_000u64).filter(|_| r.due()).collect();
+        assert_eq!(&due[..5], &[1_000, 5_000, 21_000, 85_000, 341_000]);
+        // Past the cap the rounds stay the cap's length.
+        let gaps: Vec<u64> = due.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|&g| g <= LAST_REPLAN));
+        assert_eq!(gaps.last(), Some(&LAST_REPLAN));
     }
 }
