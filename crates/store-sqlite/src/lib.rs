@@ -10,8 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How often the checkpointer copies committed WAL frames back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// How often the checkpointer copies committed WAL frames back into the database file while
+/// writes come in, and how often it looks when none came since its last copy. Keeping up
+/// closely leaves the writer's own checkpoint (see [`WRITER_CHECKPOINT_EVERY`]) only a short
+/// tail to copy: at every 50 ms that tail was the purchases' p99 (33-36 ms against 18-20 ms at
+/// every 5 ms over HTTP, throughput within the runs' spread).
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
 
 pub struct Sqlite {
     path: String,
@@ -137,12 +142,26 @@ impl Sqlite {
                     }
                 };
                 let _ = conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;");
+                // The WAL's length in frames at the last look: a change means writes came in.
+                let mut last_log = -1;
+                let mut pause = CHECKPOINT_IDLE;
                 while alive.load(Ordering::Relaxed) {
-                    std::thread::sleep(CHECKPOINT_EVERY);
-                    if let Err(e) =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
-                    {
-                        tracing::warn!(error = %e, "checkpoint failed; will try again");
+                    std::thread::sleep(pause);
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        r.get::<_, i64>(1)
+                    }) {
+                        Ok(log) => {
+                            pause = if log != last_log {
+                                CHECKPOINT_BUSY
+                            } else {
+                                CHECKPOINT_IDLE
+                            };
+                            last_log = log;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "checkpoint failed; will try again");
+                            pause = CHECKPOINT_IDLE;
+                        }
                     }
                 }
                 // A last full copy, so a stopped server leaves a small WAL behind.
