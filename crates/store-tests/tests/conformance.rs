@@ -522,6 +522,51 @@ async fn a_tenant_never_sees_another_tenants_members(db: TestDb) {
     assert_ledger_ok(&store).await;
 }
 
+/// Array parameters serve PostgreSQL's `unnest`; SQLite has none and says so. A misplaced
+/// array is an error on both, never a panic of the connection's thread.
+async fn array_parameters_bind_on_postgresql_and_are_refused_on_sqlite(db: TestDb) {
+    let store = db.store(0);
+    let postgres = store.dialect() == fidelis_store::Dialect::Postgres;
+    let got = store
+        .read(|c| {
+            let ids = [Some(3i64), None, Some(5)];
+            let names = [Some("a"), Some("b"), None];
+            let rows = c.query(
+                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM unnest($1::bigint[], $2::text[]) AS t(n, s)",
+                &[fidelis_store::Param::Ints(&ids), fidelis_store::Param::Texts(&names)],
+            )?;
+            Ok(rows.first().map(|r| (r.int(0), r.int(1))))
+        })
+        .await;
+    if postgres {
+        assert_eq!(got.expect("arrays bind"), Some((3, 8)));
+    } else {
+        assert!(got.is_err(), "SQLite must refuse array parameters");
+    }
+    let misplaced = store
+        .read(|c| {
+            let ids = [Some(1i64)];
+            Ok(c.query(
+                "SELECT CAST($1 AS BIGINT)",
+                &[fidelis_store::Param::Ints(&ids)],
+            )?)
+        })
+        .await;
+    assert!(
+        misplaced.is_err(),
+        "an array where a number is expected is an error"
+    );
+    // The connection is still usable afterwards.
+    let one = store
+        .read(|c| {
+            Ok(c.query_one("SELECT CAST(1 AS BIGINT)", &[])?
+                .map(|r| r.int(0)))
+        })
+        .await
+        .expect("the reader still answers");
+    assert_eq!(one, Some(1));
+}
+
 on_both!(
     pending_points_mature_exactly_at_the_end_of_the_return_window,
     points_expire_exactly_at_their_expiry_date,
@@ -534,4 +579,5 @@ on_both!(
     an_idempotency_key_replays_its_first_answer_and_refuses_another_request,
     concurrent_purchases_and_adjustments_on_one_member_end_exact,
     a_tenant_never_sees_another_tenants_members,
+    array_parameters_bind_on_postgresql_and_are_refused_on_sqlite,
 );

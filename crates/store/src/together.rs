@@ -121,13 +121,27 @@ pub(crate) fn write_together(
 /// arrays: one statement text whatever the chunk's size, so no need to cut it in powers of two.
 const PG_CHUNK: usize = 1_024;
 
-/// `column` is one of the keys numbered `$first`...: an array parameter on PostgreSQL
-/// (one statement text for any number of keys), a list of `n` parameters on SQLite.
-fn one_of(c: &dyn Conn, column: &str, first: usize, n: usize) -> String {
-    match c.dialect() {
-        Dialect::Postgres => format!("{column} = ANY(${first}::text[])"),
-        Dialect::Sqlite => format!("{column} IN ({})", list(n, first)),
-    }
+/// "`column` is one of `keys`": the condition and the parameters of a query whose `$1` is the
+/// tenant. The keys are one array parameter on PostgreSQL (one statement text for any number
+/// of keys), a list of parameters on SQLite.
+fn one_of<'a>(
+    c: &dyn Conn,
+    tenant: &'a str,
+    column: &str,
+    keys: &'a [Option<&'a str>],
+) -> (String, Vec<Param<'a>>) {
+    let mut params: Vec<Param<'a>> = vec![tenant.into()];
+    let condition = match c.dialect() {
+        Dialect::Postgres => {
+            params.push(Param::Texts(keys));
+            format!("{column} = ANY($2::text[])")
+        }
+        Dialect::Sqlite => {
+            params.extend(keys.iter().map(|k| Param::from(*k)));
+            format!("{column} IN ({})", list(keys.len(), 2))
+        }
+    };
+    (condition, params)
 }
 
 /// The largest power of two not above `n`, at most [`CHUNK`].
@@ -229,14 +243,9 @@ fn write_chunk(
         if keys.iter().all(Option::is_none) {
             continue;
         }
-        let mut params: Vec<Param<'_>> = vec![tenant.into()];
-        match c.dialect() {
-            Dialect::Postgres => params.push(Param::Texts(&keys)),
-            Dialect::Sqlite => params.extend(keys.iter().map(|k| Param::from(*k))),
-        }
+        let (condition, params) = one_of(c, tenant, column, &keys);
         let sql = format!(
-            "SELECT id, external_id, available, pending FROM members WHERE tenant_id = $1 AND {} AND {column} IS NOT NULL ORDER BY id{}",
-            one_of(c, column, 2, n),
+            "SELECT id, external_id, available, pending FROM members WHERE tenant_id = $1 AND {condition} AND {column} IS NOT NULL ORDER BY id{}",
             c.dialect().for_update()
         );
         for r in c.query(&sql, &params)? {
@@ -252,15 +261,8 @@ fn write_chunk(
         .iter()
         .map(|j| Some(j.purchase.order_id.as_str()))
         .collect();
-    let mut params: Vec<Param<'_>> = vec![tenant.into()];
-    match c.dialect() {
-        Dialect::Postgres => params.push(Param::Texts(&order_ids)),
-        Dialect::Sqlite => params.extend(order_ids.iter().map(|k| Param::from(*k))),
-    }
-    let sql = format!(
-        "SELECT order_id FROM orders WHERE tenant_id = $1 AND {}",
-        one_of(c, "order_id", 2, n)
-    );
+    let (condition, params) = one_of(c, tenant, "order_id", &order_ids);
+    let sql = format!("SELECT order_id FROM orders WHERE tenant_id = $1 AND {condition}");
     let seen: HashSet<String> = c.query(&sql, &params)?.iter().map(|r| r.text(0)).collect();
 
     let mut plans: Vec<Option<Plan<'_>>> = Vec::with_capacity(n);
