@@ -346,6 +346,7 @@ struct WritePath {
     together: f64,
     replays: f64,
     commit_micros: f64,
+    run_micros: f64,
     max_batch: f64,
     syncs: f64,
     sync_micros: f64,
@@ -369,6 +370,7 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
                 together: get(&m.posted_together),
                 replays: get(&m.replays),
                 commit_micros: get(&m.commit_micros_total),
+                run_micros: get(&m.run_micros_total),
                 max_batch: get(&m.max_batch_seen),
                 syncs: get(&m.syncs),
                 sync_micros: get(&m.sync_micros_total),
@@ -386,6 +388,7 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
         together: value(&text, "fidelis_store_posted_together_total"),
         replays: value(&text, "fidelis_store_batch_replays_total"),
         commit_micros: value(&text, "fidelis_store_commit_micros_total"),
+        run_micros: value(&text, "fidelis_store_run_micros_total"),
         max_batch: value(&text, "fidelis_store_max_batch"),
         syncs: value(&text, "fidelis_store_syncs_total"),
         sync_micros: value(&text, "fidelis_store_sync_micros_total"),
@@ -593,13 +596,14 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     );
     if let Some(w) = &write_path {
         println!(
-            "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean{}",
+            "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean, writer busy {:.1} µs per write{}",
             w.batches,
             w.jobs / w.batches.max(1.0),
             w.max_batch,
             100.0 * w.together / w.jobs.max(1.0),
             w.replays,
             w.commit_micros / w.batches.max(1.0) / 1000.0,
+            (w.run_micros + w.commit_micros) / w.jobs.max(1.0),
             if w.syncs > 0.0 {
                 format!(
                     ", {:.0} WAL syncs of {:.2} ms mean",
@@ -636,6 +640,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             "posted_together": w.together,
             "batches_replayed": w.replays,
             "commit_ms_total": w.commit_micros / 1000.0,
+            "run_ms_total": w.run_micros / 1000.0,
             "wal_syncs": w.syncs,
             "wal_sync_ms_total": w.sync_micros / 1000.0,
         })),

@@ -110,6 +110,11 @@ impl Metrics {
                 "Time spent in COMMIT.",
                 &store.commit_micros_total,
             ),
+            (
+                "fidelis_store_run_micros_total",
+                "Time writers spent running batches' statements, before COMMIT.",
+                &store.run_micros_total,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(

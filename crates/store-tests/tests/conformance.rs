@@ -567,6 +567,113 @@ async fn array_parameters_bind_on_postgresql_and_are_refused_on_sqlite(db: TestD
     assert_eq!(one, Some(1));
 }
 
+/// The member row's mark and the first transaction holding a lot with points left; the mark
+/// is where a member's open lots are looked for (no index of lots by member).
+async fn open_lots_mark(store: &Store, member: &str) -> (Option<i64>, Option<i64>) {
+    let m = member.to_string();
+    store
+        .read(move |c| {
+            let r = c
+                .query_one(
+                    "SELECT open_lots_from, (SELECT MIN(l.txn_id) FROM lots l WHERE l.tenant_id = $1 AND l.member_id = $2 AND l.remaining > 0) FROM members WHERE tenant_id = $1 AND id = $2",
+                    &[T.into(), m.as_str().into()],
+                )?
+                .expect("member row");
+            Ok((r.opt_int(0), r.opt_int(1)))
+        })
+        .await
+        .expect("mark")
+}
+
+/// Moves the member's mark by `by` transactions, as a broken write would.
+async fn shift_mark(store: &Store, member: &str, by: i64) {
+    let m = member.to_string();
+    store
+        .write(&m.clone(), move |c| {
+            c.execute(
+                "UPDATE members SET open_lots_from = open_lots_from + $3 WHERE tenant_id = $1 AND id = $2",
+                &[T.into(), m.as_str().into(), by.into()],
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("mark moved");
+}
+
+/// Lots are found from the member row's mark: it starts at the first lot with points left,
+/// moves past lots emptied by a debit, a refund and expiry, and clears when none is left; a
+/// mark moved past a lot with points (which would hide the lot) is what verify reports.
+async fn open_lots_are_found_from_the_members_mark_and_verify_checks_it(db: TestDb) {
+    let s = settings(
+        0,
+        ExpiryPolicy::AfterEarning { months: 12 },
+        RefundPolicy::AllowNegative,
+    );
+    let store = setup(&db, &s).await;
+    let m = member(&store, "c1").await;
+    assert_eq!(open_lots_mark(&store, &m).await, (None, None));
+    buy(&store, &s, &m, "o1", "10.00", t0()).await;
+    buy(&store, &s, &m, "o2", "20.00", t0() + Duration::days(1)).await;
+    buy(&store, &s, &m, "o3", "30.00", t0() + Duration::days(2)).await;
+    let (mark, first) = open_lots_mark(&store, &m).await;
+    assert!(mark.is_some());
+    assert_eq!(mark, first, "the mark is the first open lot's transaction");
+    // A debit empties o1's lot (earliest expiry first): the mark moves to o2's.
+    store
+        .adjust(
+            T,
+            &m,
+            -10,
+            "reversal",
+            "test",
+            s.clone(),
+            None,
+            us(t0() + Duration::days(3)),
+        )
+        .await
+        .expect("debit");
+    let (after_debit, first) = open_lots_mark(&store, &m).await;
+    assert!(after_debit > mark, "{after_debit:?} must pass {mark:?}");
+    assert_eq!(after_debit, first);
+    // A full refund of o2 claws its lot back: the mark moves to o3's.
+    refund(&store, &s, "o2", "20.00", t0() + Duration::days(3))
+        .await
+        .expect("refund");
+    let (after_refund, first) = open_lots_mark(&store, &m).await;
+    assert!(after_refund > after_debit);
+    assert_eq!(after_refund, first);
+    let b = store.balance(T, &m, s.clone()).await.expect("balance");
+    assert_eq!((b.available, b.expiring.len()), (30, 1));
+    assert_eq!(
+        b.expiring[0].points, 30,
+        "the expiring list reads the open lots"
+    );
+    assert_ledger_ok(&store).await;
+    // A mark moved past a lot that still holds points hides it: verify says so.
+    shift_mark(&store, &m, 1000).await;
+    let report = store.verify().await.expect("verify runs");
+    assert!(
+        report
+            .lot_mismatches
+            .iter()
+            .any(|l| l.contains("not reachable")),
+        "{report:?}"
+    );
+    shift_mark(&store, &m, -1000).await;
+    // Expiry takes the last lot: no open lot is left and the mark clears.
+    let r = store
+        .run_jobs(us(t0() + Duration::days(2) + Duration::days(366)))
+        .await
+        .expect("jobs");
+    assert_eq!(r.expired_points, 30);
+    assert_eq!(open_lots_mark(&store, &m).await, (None, None));
+    buy(&store, &s, &m, "o4", "5.00", t0() + Duration::days(400)).await;
+    let (mark, first) = open_lots_mark(&store, &m).await;
+    assert!(mark.is_some());
+    assert_eq!(mark, first, "a new lot sets the mark again");
+    assert_ledger_ok(&store).await;
+}
+
 on_both!(
     pending_points_mature_exactly_at_the_end_of_the_return_window,
     points_expire_exactly_at_their_expiry_date,
@@ -580,4 +687,5 @@ on_both!(
     concurrent_purchases_and_adjustments_on_one_member_end_exact,
     a_tenant_never_sees_another_tenants_members,
     array_parameters_bind_on_postgresql_and_are_refused_on_sqlite,
+    open_lots_are_found_from_the_members_mark_and_verify_checks_it,
 );

@@ -127,7 +127,7 @@ async fn post(store: &Store, t: &str, s: &ProgramSettings, p: PurchaseInput) -> 
 async fn rows(store: &Store, t: &str) -> Vec<String> {
     let t = t.to_string();
     let queries = [
-        "SELECT 'member', m.external_id, m.available, m.pending, m.lifetime_earned, m.order_count, m.lifetime_spend_minor, m.last_activity_at FROM members m WHERE m.tenant_id = $1",
+        "SELECT 'member', m.external_id, m.available, m.pending, m.lifetime_earned, m.order_count, m.lifetime_spend_minor, m.last_activity_at, CASE WHEN COALESCE(m.open_lots_from, -1) = COALESCE((SELECT MIN(l.txn_id) FROM lots l WHERE l.tenant_id = m.tenant_id AND l.member_id = m.id AND l.remaining > 0), -1) THEN 'mark exact' ELSE 'mark off' END FROM members m WHERE m.tenant_id = $1",
         "SELECT 'txn', m.external_id, x.kind, x.reason, x.order_id, x.created_at FROM txns x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'entry', m.external_id, x.account, x.amount, CASE WHEN x.lot_id IS NULL THEN 0 ELSE 1 END FROM entries x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'lot', m.external_id, x.order_id, x.state, x.amount, x.remaining, x.earned_at, x.matures_at, x.expires_at FROM lots x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",

@@ -141,7 +141,7 @@ pub(crate) fn clawback(
     total: i64,
 ) -> Result<Option<i64>> {
     let rows = c.query(
-        "SELECT id, points, basis, basis_total, basis_refunded, clawed_back FROM awards WHERE tenant_id = $1 AND order_id = $2 ORDER BY id",
+        "SELECT id, points, basis, basis_total, basis_refunded, clawed_back FROM awards WHERE tenant_id = $1 AND event_id = (SELECT event_id FROM orders WHERE tenant_id = $1 AND order_id = $2) ORDER BY id",
         &[tenant.into(), order_id.into()],
     )?;
     if rows.is_empty() {

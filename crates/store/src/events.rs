@@ -78,6 +78,8 @@ pub(crate) fn purchase(
     let pending = settings.pending_days > 0 && matures > now;
     let expires_at = expiry_for(settings, occurred);
     let (mut debt_repaid, mut d_avail, mut d_pending) = (0, 0, 0);
+    // The transaction of a lot with points left, noted on the member row with the balances.
+    let mut open_txn: Option<i64> = None;
     if points > 0 {
         let reason = format!("purchase {}", p.order_id);
         let t = Txn {
@@ -108,7 +110,8 @@ pub(crate) fn purchase(
             matures_at: Some(matures),
             expires_at,
         };
-        let lot_id = ledger::insert_lot(c, &t, txn_id, &lot)?;
+        let lot_id = ledger::insert_lot_row(c, &t, txn_id, &lot)?;
+        open_txn = (keep > 0).then_some(txn_id);
         let account = if pending {
             Account::Pending
         } else {
@@ -124,10 +127,10 @@ pub(crate) fn purchase(
             ],
         )?;
     }
-    // One update of the member row: balances, counters and last activity together.
+    // One update of the member row: balances, counters, last activity and open lots together.
     c.execute(
-        "UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8 WHERE tenant_id = $1 AND id = $2",
-        &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into()],
+        &format!("UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8, open_lots_from = {} WHERE tenant_id = $1 AND id = $2", ledger::open_from("$9")),
+        &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into(), open_txn.into()],
     )?;
     crate::member_value::after_purchase(c, tenant, &member, p, settings, now)?;
     let outcome = PurchaseOutcome {
@@ -281,6 +284,7 @@ pub(crate) fn refund(
         }
         entries.push(entry(Account::Issued, None, taken));
         ledger::write_entries(c, &t, txn_id, &entries)?;
+        ledger::advance_open_lots(c, tenant, &member)?;
     }
     c.execute(
         "UPDATE orders SET refunded_minor = refunded_minor + $3, clawed_back = $4, refunded_lines = $5 WHERE tenant_id = $1 AND order_id = $2",

@@ -68,6 +68,7 @@ pub(crate) fn mature(
         };
         let mut entries: Vec<Entry> = Vec::with_capacity(lots.len() * 2);
         let mut available = state.available;
+        let mut emptied = false;
         for (id, n) in lots {
             // A debt (negative balance) is repaid before the lot becomes spendable.
             let (_, keep) = repay_debt(n, available);
@@ -79,6 +80,7 @@ pub(crate) fn mature(
             if moved == 0 {
                 continue;
             }
+            emptied |= keep == 0;
             available += n;
             entries.push(entry(Account::Pending, Some(id), -n));
             entries.push(entry(Account::Available, Some(id), n));
@@ -100,6 +102,9 @@ pub(crate) fn mature(
         };
         let txn_id = ledger::insert_txn(c, &t)?;
         ledger::write_entries(c, &t, txn_id, &entries)?;
+        if emptied {
+            ledger::advance_open_lots(c, tenant, &member)?;
+        }
         report.members_touched += 1;
     }
     Ok(full)
@@ -161,6 +166,7 @@ pub(crate) fn expire(
         };
         let txn_id = ledger::insert_txn(c, &t)?;
         ledger::write_entries(c, &t, txn_id, &entries)?;
+        ledger::advance_open_lots(c, tenant, &member)?;
         report.expired_points += total;
         report.members_touched += 1;
     }
@@ -192,7 +198,10 @@ fn inactive_lots(
         }
         let lots: Vec<(i64, i64)> = c
             .query(
-                "SELECT id, remaining FROM lots WHERE tenant_id = $1 AND member_id = $2 AND remaining > 0 AND state = 'available' ORDER BY id",
+                &format!(
+                    "SELECT l.id, l.remaining FROM {} AND l.state = 'available' ORDER BY l.id",
+                    crate::ledger::OPEN_LOTS
+                ),
                 &[tenant.into(), m.text(0).as_str().into()],
             )?
             .iter()

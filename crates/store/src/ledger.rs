@@ -64,9 +64,49 @@ impl LotRow {
     }
 }
 
+/// The member's lots with points left, `l`, for a query's `FROM`: `$1` the tenant, `$2` the
+/// member. They are found through the member's transactions from the member row's
+/// `open_lots_from` mark (no index of lots by member: it cost a random page per purchase).
+pub(crate) const OPEN_LOTS: &str = "members m JOIN txns t ON t.tenant_id = m.tenant_id AND t.member_id = m.id AND t.id >= m.open_lots_from JOIN lots l ON l.txn_id = t.id WHERE m.tenant_id = $1 AND m.id = $2 AND l.member_id = m.id AND l.remaining > 0";
+
+/// Moves the member's mark past lots emptied since: called after lots were taken from. A mark
+/// left behind is only slower, never wrong.
+pub(crate) fn advance_open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<()> {
+    c.execute(
+        "UPDATE members SET open_lots_from = (SELECT MIN(l.txn_id) FROM txns t JOIN lots l ON l.txn_id = t.id WHERE t.tenant_id = $1 AND t.member_id = $2 AND t.id >= members.open_lots_from AND l.member_id = $2 AND l.remaining > 0) WHERE tenant_id = $1 AND id = $2 AND open_lots_from IS NOT NULL",
+        &[tenant.into(), member.into()],
+    )?;
+    Ok(())
+}
+
+/// Records a new lot with points left on its member's row: the mark never passes it.
+pub(crate) fn note_open_lot(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    txn_id: i64,
+) -> Result<()> {
+    c.execute(
+        &format!(
+            "UPDATE members SET open_lots_from = {} WHERE tenant_id = $1 AND id = $2",
+            open_from("$3")
+        ),
+        &[tenant.into(), member.into(), txn_id.into()],
+    )?;
+    Ok(())
+}
+
+/// The member row's new mark after a lot with points left was added in the transaction given
+/// by the parameter or column `txn` (NULL: no such lot was added).
+pub(crate) fn open_from(txn: &str) -> String {
+    format!(
+        "CASE WHEN CAST({txn} AS BIGINT) IS NOT NULL AND (open_lots_from IS NULL OR open_lots_from > {txn}) THEN {txn} ELSE open_lots_from END"
+    )
+}
+
 pub(crate) fn open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<Vec<LotRow>> {
     let rows = c.query(
-        "SELECT id, state, remaining, expires_at, order_id FROM lots WHERE tenant_id = $1 AND member_id = $2 AND remaining > 0",
+        &format!("SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id FROM {OPEN_LOTS} ORDER BY l.id"),
         &[tenant.into(), member.into()],
     )?;
     Ok(rows
@@ -189,6 +229,21 @@ pub(crate) fn insert_lot(
     txn_id: i64,
     lot: &NewLot<'_>,
 ) -> Result<i64> {
+    let id = insert_lot_row(c, t, txn_id, lot)?;
+    if lot.remaining > 0 {
+        note_open_lot(c, t.tenant, t.member, txn_id)?;
+    }
+    Ok(id)
+}
+
+/// [`insert_lot`] without noting the lot on the member row: for callers that update the row
+/// anyway and note it there ([`open_from`]).
+pub(crate) fn insert_lot_row(
+    c: &mut dyn Conn,
+    t: &Txn<'_>,
+    txn_id: i64,
+    lot: &NewLot<'_>,
+) -> Result<i64> {
     let state = lot_state(lot.remaining, lot.pending);
     Ok(c.insert_id(
             "INSERT INTO lots (tenant_id, member_id, txn_id, order_id, state, amount, remaining, earned_at, matures_at, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -275,6 +330,7 @@ pub(crate) fn debit_available(
         take_lot(c, *lot_id, *n, empty_state)?;
         entries.push(entry(Account::Available, Some(*lot_id), -n));
     }
+    advance_open_lots(c, t.tenant, t.member)?;
     entries.push(entry(counter, None, points));
     write_entries(c, t, txn_id, &entries)
 }
@@ -370,7 +426,7 @@ pub(crate) fn balance(
         },
         ExpiryPolicy::AfterEarning { .. } => c
             .query(
-                "SELECT expires_at, CAST(SUM(remaining) AS BIGINT) FROM lots WHERE tenant_id = $1 AND member_id = $2 AND remaining > 0 AND state = 'available' AND expires_at IS NOT NULL GROUP BY expires_at ORDER BY expires_at LIMIT $3",
+                &format!("SELECT l.expires_at, CAST(SUM(l.remaining) AS BIGINT) FROM {OPEN_LOTS} AND l.state = 'available' AND l.expires_at IS NOT NULL GROUP BY l.expires_at ORDER BY l.expires_at LIMIT $3"),
                 &[tenant.into(), member.into(), EXPIRING_SHOWN.into()],
             )?
             .iter()

@@ -388,6 +388,11 @@ fn write_chunk(
 }
 
 impl Plan<'_> {
+    /// The purchase's transaction when its lot keeps points (the member row notes it).
+    fn open_txn(&self) -> Option<i64> {
+        (self.points > 0 && self.keep > 0).then_some(self.txn_id)
+    }
+
     /// What the purchase moves on the member's `available` and `pending` balances.
     fn deltas(&self) -> (i64, i64) {
         match (self.points > 0, self.pending) {
@@ -585,7 +590,8 @@ const POST_UNNEST: &str = "WITH p AS (
     lifetime_earned = m.lifetime_earned + p.points, order_count = m.order_count + 1,
     lifetime_spend_minor = m.lifetime_spend_minor + p.total_minor,
     last_activity_at = CASE WHEN m.last_activity_at IS NULL OR m.last_activity_at < p.occurred_at THEN p.occurred_at ELSE m.last_activity_at END,
-    updated_at = p.now
+    updated_at = p.now,
+    open_lots_from = CASE WHEN p.keep > 0 AND (m.open_lots_from IS NULL OR m.open_lots_from > p.txn_id) THEN p.txn_id ELSE m.open_lots_from END
   FROM p WHERE m.tenant_id = $1 AND m.id = p.member_id RETURNING 1
 )
 SELECT COUNT(*) FROM up";
@@ -822,7 +828,7 @@ fn write_rows_multi(
     let mut params: Vec<Param<'_>> = vec![tenant.into()];
     for pl in plans {
         let (da, dp) = pl.deltas();
-        params.extend::<[Param<'_>; 7]>([
+        params.extend::<[Param<'_>; 8]>([
             pl.member.as_str().into(),
             da.into(),
             dp.into(),
@@ -830,24 +836,27 @@ fn write_rows_multi(
             pl.job.purchase.total.minor.into(),
             pl.occurred.into(),
             pl.job.now.into(),
+            pl.open_txn().into(),
         ]);
     }
     let values: Vec<String> = (0..plans.len())
         .map(|r| {
-            let k = 2 + r * 7;
+            let k = 2 + r * 8;
             format!(
-                "(CAST(${k} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                "(CAST(${k} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
                 k + 1,
                 k + 2,
                 k + 3,
                 k + 4,
                 k + 5,
-                k + 6
+                k + 6,
+                k + 7
             )
         })
         .collect();
     let sql = format!(
-        "UPDATE members SET available = available + d.column2, pending = pending + d.column3, lifetime_earned = lifetime_earned + d.column4, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + d.column5, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < d.column6 THEN d.column6 ELSE last_activity_at END, updated_at = d.column7 FROM (VALUES {}) AS d WHERE members.tenant_id = $1 AND members.id = d.column1",
+        "UPDATE members SET available = available + d.column2, pending = pending + d.column3, lifetime_earned = lifetime_earned + d.column4, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + d.column5, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < d.column6 THEN d.column6 ELSE last_activity_at END, updated_at = d.column7, open_lots_from = {} FROM (VALUES {}) AS d WHERE members.tenant_id = $1 AND members.id = d.column1",
+        crate::ledger::open_from("d.column8"),
         values.join(", ")
     );
     Ok(c.execute(&sql, &params)?)

@@ -100,6 +100,20 @@ pub(crate) fn verify(c: &mut dyn Conn, tenant: &str) -> Result<VerifyReport> {
         .iter()
         .map(|r| format!("{}/{}: available {} pending {}, lots hold {} and {}", r.text(0), r.text(1), r.int(2), r.int(3), r.int(4), r.int(5)))
         .collect();
+    // A lot with points left is found through its member's transactions from the member
+    // row's mark (`ledger::OPEN_LOTS`); one the mark has passed would be invisible.
+    report.lot_mismatches.extend(
+        c.query(
+            "SELECT l.tenant_id, l.member_id, l.id FROM lots l JOIN members m ON m.tenant_id = l.tenant_id AND m.id = l.member_id
+             WHERE ($2 = '' OR l.tenant_id = $2) AND l.remaining > 0
+               AND (m.open_lots_from IS NULL OR l.txn_id < m.open_lots_from
+                    OR NOT EXISTS (SELECT 1 FROM txns t WHERE t.id = l.txn_id AND t.tenant_id = l.tenant_id AND t.member_id = l.member_id))
+             ORDER BY l.id LIMIT $1",
+            &[SAMPLES.into(), tenant.into()],
+        )?
+        .iter()
+        .map(|r| format!("{}/{}: lot {} has points left but is not reachable from the member's open-lots mark", r.text(0), r.text(1), r.int(2))),
+    );
     (
         report.unbalanced_credit_transactions,
         report.credit_mismatches,
