@@ -395,6 +395,88 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
     })
 }
 
+/// CPU time a process has used, in clock ticks (user + system; Linux's `/proc`).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are the state, then 10 more
+    // before utime and stime.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
+}
+
+/// CPU time of every PostgreSQL process this user can see (zero when it runs elsewhere).
+fn postgres_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(|pid| cpu_ticks(&pid))
+        .sum()
+}
+
+/// The machine's CPU time so far, in ticks: (all, busy, stolen by the hypervisor).
+fn machine_ticks() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let all: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    let steal = *v.get(7)?;
+    Some((all, all - idle - steal, steal))
+}
+
+/// Where the CPU went during a run: a figure that a busy or shared machine disturbs less than
+/// throughput, for comparing two builds.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    server: u64,
+    database: u64,
+    driver: u64,
+    machine: (u64, u64, u64),
+}
+
+impl CpuUse {
+    fn now(server_pid: Option<u32>, on_postgres: bool) -> CpuUse {
+        CpuUse {
+            server: server_pid
+                .and_then(|p| cpu_ticks(&p.to_string()))
+                .unwrap_or(0),
+            database: if on_postgres { postgres_ticks() } else { 0 },
+            driver: cpu_ticks("self").unwrap_or(0),
+            machine: machine_ticks().unwrap_or_default(),
+        }
+    }
+
+    fn since(self, start: CpuUse) -> CpuUse {
+        CpuUse {
+            server: self.server.saturating_sub(start.server),
+            database: self.database.saturating_sub(start.database),
+            driver: self.driver.saturating_sub(start.driver),
+            machine: (
+                self.machine.0.saturating_sub(start.machine.0),
+                self.machine.1.saturating_sub(start.machine.1),
+                self.machine.2.saturating_sub(start.machine.2),
+            ),
+        }
+    }
+}
+
+/// Clock ticks per second in `/proc` (USER_HZ, 100 on Linux whatever the kernel's HZ).
+const TICKS_PER_SECOND: f64 = 100.0;
+
 fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -513,6 +595,9 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         seq: AtomicU64::new(0),
         batch_size: o.batch_size,
     });
+    let server_pid = child.as_ref().and_then(|c: &Child| c.0.id());
+    let on_postgres = kind == "postgres";
+    let cpu_start = CpuUse::now(server_pid, on_postgres);
     let started = Instant::now();
     let mut set = JoinSet::new();
     for i in 0..o.connections {
@@ -528,6 +613,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         reads.failed += r.failed;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = CpuUse::now(server_pid, on_postgres).since(cpu_start);
     let server_rss = child.as_ref().and_then(|c| c.0.id()).and_then(rss_mb);
     let write_path = write_path(&driver, &shared.key).await;
     drop(child);
@@ -615,6 +701,28 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             }
         );
     }
+    let operations = (purchases.ok.len() + reads.ok.len()).max(1) as f64;
+    let micros_per_op = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / operations;
+    let (all, busy, steal) = cpu.machine;
+    let share = |t: u64| 100.0 * t as f64 / all.max(1) as f64;
+    let mut parts = vec![if o.inprocess {
+        format!("engine and driver {:.0} µs", micros_per_op(cpu.driver))
+    } else {
+        format!(
+            "server {:.0} µs, load generator {:.0} µs",
+            micros_per_op(cpu.server),
+            micros_per_op(cpu.driver)
+        )
+    }];
+    if cpu.database > 0 {
+        parts.push(format!("PostgreSQL {:.0} µs", micros_per_op(cpu.database)));
+    }
+    println!(
+        "CPU per operation: {}; machine {:.0} % busy, {:.0} % stolen by the hypervisor",
+        parts.join(", "),
+        share(busy),
+        share(steal)
+    );
     if let Some(mb) = server_rss {
         println!(
             "server memory (RSS) at the end: {mb:.0} MB; start-up to listening: {startup_ms:.0} ms"
@@ -644,6 +752,14 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             "wal_syncs": w.syncs,
             "wal_sync_ms_total": w.sync_micros / 1000.0,
         })),
+        "cpu_us_per_operation": json!({
+            "server": (!o.inprocess).then(|| micros_per_op(cpu.server)),
+            "engine_and_driver": o.inprocess.then(|| micros_per_op(cpu.driver)),
+            "load_generator": (!o.inprocess).then(|| micros_per_op(cpu.driver)),
+            "postgresql": (cpu.database > 0).then(|| micros_per_op(cpu.database)),
+        }),
+        "machine_busy_percent": share(busy),
+        "machine_steal_percent": share(steal),
         "server_rss_mb": server_rss,
         "startup_ms": startup_ms,
     });
