@@ -1,7 +1,8 @@
 //! SQLite behind Fidelis's store: one file in WAL mode, one writer connection (the store's
-//! single writer thread) and read-only connections for readers. The writer commits with
-//! `synchronous=NORMAL` and the store syncs the WAL on another thread before it acknowledges
-//! anything (see `Conn::durability`), so an acknowledged write survives a crash. Statements are prepared once per connection and cached.
+//! single writer thread) and read-only connections for readers. The writer's COMMIT writes its
+//! frames to the WAL without syncing it, in one write through the `walbuf` VFS (the only
+//! `unsafe` code in Fidelis), and the store syncs the WAL on another thread before it
+//! acknowledges anything (see `Conn::durability`), so an acknowledged write survives a crash. Statements are prepared once per connection and cached.
 
 use fidelis_store::{Backend, Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
 use rusqlite::types::ValueRef;
@@ -9,6 +10,8 @@ use rusqlite::{Connection, OpenFlags};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+mod walbuf;
 
 /// How often the checkpointer copies committed WAL frames back into the database file while
 /// writes come in, and how often it looks when none came since its last copy. Keeping up
@@ -91,17 +94,33 @@ impl Backend for Sqlite {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI
         };
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(db_err)?;
+        // The writer's WAL frames go out in one write per commit (see `walbuf`); readers and
+        // the checkpointer keep SQLite's own VFS.
+        let gathered = !read_only && walbuf::register();
+        let conn = if gathered {
+            Connection::open_with_flags_and_vfs(&self.path, flags, walbuf::NAME)
+        } else {
+            Connection::open_with_flags(&self.path, flags)
+        }
+        .map_err(db_err)?;
         // WAL lets readers read while the writer writes; FULL syncs the WAL on every commit, so
         // an acknowledged write is on disk. Other processes (the CLI) wait up to 5 s.
         // The writer's page cache is kept small on purpose: SQLite scans the whole cache's
         // hash table at every COMMIT whose B-tree splits renumbered a page (most of them, under
         // load), so a 64 MB cache cost 12 % of the writer's time; pages it misses come from the
         // operating system's cache. 8 MB measured best (docs/PERFORMANCE.md).
-        let pragmas = if read_only {
-            "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;"
-        } else {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -8000; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;"
+        // Through `walbuf`, `synchronous = FULL` makes SQLite hand over each commit's frames
+        // before it publishes the commit; the sync to disk is the store's, either way.
+        let pragmas = match (read_only, gathered) {
+            (true, _) => {
+                "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;"
+            }
+            (false, true) => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA checkpoint_fullfsync = ON; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -8000; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;"
+            }
+            (false, false) => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -8000; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;"
+            }
         };
         conn.execute_batch(pragmas).map_err(db_err)?;
         if !read_only {

@@ -191,6 +191,11 @@ impl Store {
             })
             .map_err(|_| StoreError::Busy("migration thread panicked".into()))?;
             migrated?;
+            // Migrations are on disk before the store answers anything (on SQLite the writer's
+            // commits are synced by the store, not by COMMIT).
+            if let Some(mut sync) = c.durability() {
+                sync()?;
+            }
             first = c;
         }
         if dialect == Dialect::Postgres {
