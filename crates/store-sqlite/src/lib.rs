@@ -103,14 +103,17 @@ impl Backend for Sqlite {
             Connection::open_with_flags(&self.path, flags)
         }
         .map_err(db_err)?;
-        // WAL lets readers read while the writer writes; FULL syncs the WAL on every commit, so
-        // an acknowledged write is on disk. Other processes (the CLI) wait up to 5 s.
+        // WAL lets readers read while the writer writes; the writer's COMMIT does not sync the
+        // WAL, the store does before acknowledging (`durability`). Other processes (the CLI)
+        // wait up to 5 s.
         // The writer's page cache is kept small on purpose: SQLite scans the whole cache's
         // hash table at every COMMIT whose B-tree splits renumbered a page (most of them, under
         // load), so a 64 MB cache cost 12 % of the writer's time; pages it misses come from the
         // operating system's cache. 8 MB measured best (docs/PERFORMANCE.md).
         // Through `walbuf`, `synchronous = FULL` makes SQLite hand over each commit's frames
-        // before it publishes the commit; the sync to disk is the store's, either way.
+        // before it publishes the commit, and `checkpoint_fullfsync` marks the syncs that must
+        // reach the disk; without it (SQLite has no `unix` VFS), `NORMAL`. The sync of a
+        // commit to disk is the store's either way.
         let pragmas = match (read_only, gathered) {
             (true, _) => {
                 "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;"
@@ -233,9 +236,9 @@ impl Conn for SqliteConn {
         Dialect::Sqlite
     }
 
-    /// A writer commits with `synchronous = NORMAL`: COMMIT writes its frames to the WAL and
-    /// returns; this syncs the WAL file, after which every frame written before is on disk
-    /// (what `FULL` would have done inside COMMIT, but off the writer's thread).
+    /// A writer's COMMIT writes its frames to the WAL and returns without syncing it (see
+    /// `walbuf`); this syncs the WAL file, after which every frame written before is on disk
+    /// (what SQLite's `FULL` would have done inside COMMIT, but off the writer's thread).
     fn durability(&self) -> Option<fidelis_store::conn::Sync> {
         let wal = self.wal.clone()?;
         Some(Box::new(move || {
