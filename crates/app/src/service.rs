@@ -204,12 +204,22 @@ impl App {
         Ok((settings, version, replayed))
     }
 
-    async fn facts(&self, tenant: &str, key: &MemberKey) -> Result<MemberFacts, AppError> {
-        Ok(self
-            .store
-            .member_facts(tenant, key)
-            .await?
-            .unwrap_or_default())
+    /// What earning rules may know of the member an event names. An event naming a member who
+    /// is not enrolled, and whom it would not enrol, is refused here, before it reaches a
+    /// writer: a request that fails inside a group commit makes its whole batch run again.
+    async fn facts(
+        &self,
+        tenant: &str,
+        key: &MemberKey,
+        settings: &ProgramSettings,
+    ) -> Result<MemberFacts, AppError> {
+        match self.store.member_facts(tenant, key).await? {
+            Some(facts) => Ok(facts),
+            None => match fidelis_store::members::not_enrolled(key, settings.auto_enroll) {
+                Some(refusal) => Err(refusal.into()),
+                None => Ok(MemberFacts::default()),
+            },
+        }
     }
 
     pub(crate) fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
@@ -300,7 +310,7 @@ impl App {
         p.can_write_events("recording purchases")?;
         let settings = self.settings(&p.tenant).await?;
         let purchase = input.validate(&settings, self.clock.now())?;
-        let member = self.facts(&p.tenant, &purchase.member).await?;
+        let member = self.facts(&p.tenant, &purchase.member, &settings).await?;
         let ctx = EarnContext {
             program: &settings,
             event: Trigger::Purchase(&purchase),
@@ -344,7 +354,7 @@ impl App {
         let settings = self.settings(&p.tenant).await?;
         let event = input.validate(self.clock.now())?;
         // The base rate applies to purchases only; custom events earn through other earners.
-        let member = self.facts(&p.tenant, &event.member).await?;
+        let member = self.facts(&p.tenant, &event.member, &settings).await?;
         let ctx = EarnContext {
             program: &settings,
             event: Trigger::Custom(&event),

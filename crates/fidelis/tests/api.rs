@@ -688,6 +688,16 @@ async fn purchase_by_unknown_external_id_is_404_without_auto_enroll(
     assert_eq!(program["settings"]["auto_enroll"], json!(false));
     let body = purchase_by_external("stranger-1", "ae-o-1", "25.00");
     s.purchase(&s.pos, &body).await.problem(404);
+    s.purchase(&s.pos, &purchase_by_id("mem_nobody", "ae-o-2", "25.00"))
+        .await
+        .problem(404);
+    // Refused before reaching a writer: no group commit had to run again without them.
+    let metrics = s.send(Method::GET, "/metrics", None, None, None).await;
+    assert!(
+        metrics.text.contains("fidelis_store_batch_replays_total 0"),
+        "{}",
+        metrics.text
+    );
     s.get("/api/v1/members/lookup?external_id=stranger-1", &s.pos)
         .await
         .problem(404);

@@ -173,6 +173,18 @@ pub(crate) fn list(
 
 /// The member an event names; enrols an unknown external id when `auto_enroll` is on.
 /// Returns the member id and whether it was enrolled now.
+/// The refusal of an event that names a member not enrolled, or `None` when the event enrols
+/// them (an external id, with auto-enrol on).
+pub fn not_enrolled(key: &MemberKey, auto_enroll: bool) -> Option<StoreError> {
+    match key {
+        MemberKey::Id(id) => Some(StoreError::NotFound(format!("member `{id}`"))),
+        MemberKey::ExternalId(ext) if !auto_enroll => Some(StoreError::NotFound(format!(
+            "member with external_id `{ext}` (enrol them first, or turn on auto_enroll)"
+        ))),
+        MemberKey::ExternalId(_) => None,
+    }
+}
+
 pub(crate) fn resolve(
     c: &mut dyn Conn,
     tenant: &str,
@@ -186,7 +198,8 @@ pub(crate) fn resolve(
             &[tenant.into(), id.into()],
         )? {
             Some(_) => Ok((id.clone(), false)),
-            None => Err(StoreError::NotFound(format!("member `{id}`"))),
+            None => Err(not_enrolled(key, auto_enroll)
+                .unwrap_or_else(|| StoreError::NotFound(format!("member `{id}`")))),
         },
         MemberKey::ExternalId(ext) => {
             if let Some(r) = c.query_one(
@@ -195,10 +208,8 @@ pub(crate) fn resolve(
             )? {
                 return Ok((r.text(0), false));
             }
-            if !auto_enroll {
-                return Err(StoreError::NotFound(format!(
-                    "member with external_id `{ext}` (enrol them first, or turn on auto_enroll)"
-                )));
+            if let Some(refusal) = not_enrolled(key, auto_enroll) {
+                return Err(refusal);
             }
             let fields = MemberFields {
                 external_id: Some(ext.clone()),
