@@ -79,7 +79,7 @@ mod tests {
         for i in 0..MAX_ENTRIES + 5 {
             c.put(&i.to_string(), i);
         }
-        assert!(c.entries.read().unwrap().len() <= MAX_ENTRIES);
+        assert!(c.entries.read().expect("cache lock").len() <= MAX_ENTRIES);
         assert_eq!(c.get(&(MAX_ENTRIES + 4).to_string()), Some(MAX_ENTRIES + 4));
     }
 }

@@ -140,7 +140,7 @@ fn purchase_body(member: &str, order: &str, seq: u64) -> PurchaseInput {
         },
         order_id: order.to_string(),
         occurred_at: None,
-        channel: if seq % 4 == 0 {
+        channel: if seq.is_multiple_of(4) {
             Channel::Web
         } else {
             Channel::Pos
@@ -208,10 +208,10 @@ impl Http {
             if line.is_empty() {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    content_length = v.trim().parse().unwrap_or(0);
-                }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                content_length = v.trim().parse().unwrap_or(0);
             }
         }
         self.body.resize(content_length, 0);
@@ -581,11 +581,10 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         Arc::new(Driver::Http(addr))
     };
 
-    let per_conn_pace = if o.rate > 0 {
-        1_000_000 * o.connections as u64 / o.rate
-    } else {
-        0
-    };
+    // 0: as fast as possible.
+    let per_conn_pace = (1_000_000 * o.connections as u64)
+        .checked_div(o.rate)
+        .unwrap_or(0);
     let shared = Arc::new(Shared {
         members,
         key,

@@ -36,6 +36,9 @@ const COLUMNS: [&str; 11] = [
     "quantity",
     "unit_price",
 ];
+/// One order's outcome: its line in the file, and whether it was a resend (or why it failed).
+type Recorded = (usize, Result<bool, fidelis_app::AppError>);
+
 /// Orders in flight at once: enough to fill the writer's group commits.
 const IN_FLIGHT: usize = 2048;
 
@@ -129,12 +132,10 @@ pub async fn run(url: &str, tenant: &str, path: &str) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let (mut ok, mut duplicate, mut refused) = (0u64, 0u64, 0u64);
-    let mut set: JoinSet<(usize, Result<bool, fidelis_app::AppError>)> = JoinSet::new();
+    let mut set: JoinSet<Recorded> = JoinSet::new();
     let mut pending: Vec<Vec<String>> = Vec::new();
     let mut pending_line = 0;
-    let mut tally = |r: Option<
-        Result<(usize, Result<bool, fidelis_app::AppError>), tokio::task::JoinError>,
-    >| match r {
+    let mut tally = |r: Option<Result<Recorded, tokio::task::JoinError>>| match r {
         Some(Ok((_, Ok(false)))) => ok += 1,
         Some(Ok((_, Ok(true)))) => duplicate += 1,
         Some(Ok((line, Err(e)))) => {

@@ -89,7 +89,7 @@ fn member_input(sim: &Simulation, shopper: usize, at: DateTime<Utc>) -> MemberIn
         attributes: Some(attributes),
         consents: Some(vec![ConsentInput {
             purpose: "marketing_email".into(),
-            granted: shopper % 3 != 0,
+            granted: !shopper.is_multiple_of(3),
             at: Some(fidelis_core::time::format(at)),
             source: "pos".into(),
         }]),
@@ -132,10 +132,10 @@ async fn run_batch(
     Ok(())
 }
 
-fn tally(
-    done: Option<Result<(u8, Result<(), fidelis_app::AppError>), tokio::task::JoinError>>,
-    report: &mut FeedReport,
-) {
+/// One fed event's outcome: its kind (0 member, 1 purchase, 2 refund) and how it went.
+type Fed = (u8, Result<(), fidelis_app::AppError>);
+
+fn tally(done: Option<Result<Fed, tokio::task::JoinError>>, report: &mut FeedReport) {
     match done {
         Some(Ok((k, Ok(())))) => match k {
             0 => report.members += 1,

@@ -12,10 +12,12 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+/// (method, route, status) → (count, total seconds).
+type RequestCounts = BTreeMap<(String, String, u16), (u64, f64)>;
+
 #[derive(Default)]
 pub struct Metrics {
-    // (method, route, status) → (count, total seconds)
-    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    requests: Mutex<RequestCounts>,
 }
 
 pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {

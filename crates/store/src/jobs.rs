@@ -30,13 +30,11 @@ fn claim(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<Option<ledger::
         }))
 }
 
-/// Due lots as `member → [(lot id, remaining)]`, and whether the read was cut at the limit.
-fn due_lots(
-    c: &mut dyn Conn,
-    sql: &str,
-    tenant: &str,
-    now: i64,
-) -> Result<(BTreeMap<String, Vec<(i64, i64)>>, bool)> {
+/// Lots to act on, by member: `member → [(lot id, remaining)]`.
+type LotsByMember = BTreeMap<String, Vec<(i64, i64)>>;
+
+/// Due lots by member, and whether the read was cut at the limit.
+fn due_lots(c: &mut dyn Conn, sql: &str, tenant: &str, now: i64) -> Result<(LotsByMember, bool)> {
     let rows = c.query(sql, &[tenant.into(), now.into(), LOTS_PER_RUN.into()])?;
     let full = rows.len() as i64 == LOTS_PER_RUN;
     let mut by_member: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
@@ -179,7 +177,7 @@ fn inactive_lots(
     tenant: &str,
     months: u32,
     now: i64,
-) -> Result<(BTreeMap<String, Vec<(i64, i64)>>, bool)> {
+) -> Result<(LotsByMember, bool)> {
     // A coarse cut (a few days of slack for month lengths) picks candidates; the exact test,
     // last activity + months <= now, is made per member.
     let cutoff = from_micros(now)
