@@ -278,7 +278,7 @@ unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int 
     }
 }
 
-/// Syncs of the WAL passed on to the disk (the checkpoints'), for tests and metrics.
+/// Syncs of the WAL passed on to the disk (the checkpoints'); the tests read it.
 pub static REAL_SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Writes what was gathered. A commit's sync (`SQLITE_SYNC_NORMAL`) stops there, the store's

@@ -618,20 +618,30 @@ async fn open_lots_are_found_from_the_members_mark_and_verify_checks_it(db: Test
     let (mark, first) = open_lots_mark(&store, &m).await;
     assert!(mark.is_some());
     assert_eq!(mark, first, "the mark is the first open lot's transaction");
-    // A debit empties o1's lot (earliest expiry first): the mark moves to o2's.
-    store
-        .adjust(
-            T,
-            &m,
-            -10,
-            "reversal",
-            "test",
-            s.clone(),
-            None,
-            us(t0() + Duration::days(3)),
-        )
-        .await
-        .expect("debit");
+    // A debit that leaves points in o1's lot keeps the mark; one that empties it (earliest
+    // expiry first) moves the mark to o2's.
+    for (points, at) in [(-3, 3), (-7, 4)] {
+        store
+            .adjust(
+                T,
+                &m,
+                points,
+                "reversal",
+                "test",
+                s.clone(),
+                None,
+                us(t0() + Duration::days(at)),
+            )
+            .await
+            .expect("debit");
+        if points == -3 {
+            assert_eq!(
+                open_lots_mark(&store, &m).await,
+                (mark, mark),
+                "o1 still holds 7"
+            );
+        }
+    }
     let (after_debit, first) = open_lots_mark(&store, &m).await;
     assert!(after_debit > mark, "{after_debit:?} must pass {mark:?}");
     assert_eq!(after_debit, first);

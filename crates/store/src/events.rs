@@ -284,7 +284,11 @@ pub(crate) fn refund(
         }
         entries.push(entry(Account::Issued, None, taken));
         ledger::write_entries(c, &t, txn_id, &entries)?;
-        ledger::advance_open_lots(c, tenant, &member)?;
+        if ledger::empties_a_lot(&lots, &plan.from_pending)
+            || ledger::empties_a_lot(&lots, &plan.from_available)
+        {
+            ledger::advance_open_lots(c, tenant, &member)?;
+        }
     }
     c.execute(
         "UPDATE orders SET refunded_minor = refunded_minor + $3, clawed_back = $4, refunded_lines = $5 WHERE tenant_id = $1 AND order_id = $2",

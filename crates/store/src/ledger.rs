@@ -69,7 +69,15 @@ impl LotRow {
 /// `open_lots_from` mark (no index of lots by member: it cost a random page per purchase).
 pub(crate) const OPEN_LOTS: &str = "members m JOIN txns t ON t.tenant_id = m.tenant_id AND t.member_id = m.id AND t.id >= m.open_lots_from JOIN lots l ON l.txn_id = t.id WHERE m.tenant_id = $1 AND m.id = $2 AND l.member_id = m.id AND l.remaining > 0";
 
-/// Moves the member's mark past lots emptied since: called after lots were taken from. A mark
+/// Whether `takes` (lot id, points) empty any of the member's `open` lots: only then can the
+/// mark move.
+pub(crate) fn empties_a_lot(open: &[LotRow], takes: &[(i64, i64)]) -> bool {
+    takes
+        .iter()
+        .any(|(id, n)| open.iter().any(|l| l.id == *id && l.remaining == *n))
+}
+
+/// Moves the member's mark past lots emptied since: called after lots were emptied. A mark
 /// left behind is only slower, never wrong.
 pub(crate) fn advance_open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<()> {
     c.execute(
@@ -314,7 +322,8 @@ pub(crate) fn debit_available(
     counter: Account,
     empty_state: &str,
 ) -> Result<()> {
-    let lots: Vec<LotView> = open_lots(c, t.tenant, t.member)?
+    let open = open_lots(c, t.tenant, t.member)?;
+    let lots: Vec<LotView> = open
         .iter()
         .filter(|l| l.state == "available")
         .map(LotRow::view)
@@ -330,7 +339,9 @@ pub(crate) fn debit_available(
         take_lot(c, *lot_id, *n, empty_state)?;
         entries.push(entry(Account::Available, Some(*lot_id), -n));
     }
-    advance_open_lots(c, t.tenant, t.member)?;
+    if empties_a_lot(&open, &takes) {
+        advance_open_lots(c, t.tenant, t.member)?;
+    }
     entries.push(entry(counter, None, points));
     write_entries(c, t, txn_id, &entries)
 }
