@@ -187,6 +187,12 @@ fn init_logs() {
     }
 }
 
+/// mimalloc instead of the system allocator: the server allocates and frees per request on
+/// one thread and per batch on another; measured over HTTP it took 7-13 % off the server's
+/// CPU per purchase and added 8-12 % to the rate (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logs();

@@ -217,6 +217,7 @@ impl Store {
         let part = self.member_partition(&tenant, &p.member).await;
         let job = crate::together::PurchaseJob {
             tenant,
+            texts: crate::together::PurchaseTexts::of(&p)?,
             purchase: p,
             awards,
             settings,

@@ -25,6 +25,7 @@ pub(crate) fn purchase(
     c: &mut dyn Conn,
     tenant: &str,
     p: &Purchase,
+    texts: &crate::together::PurchaseTexts,
     awards: &[Award],
     settings: &ProgramSettings,
     now: i64,
@@ -51,13 +52,10 @@ pub(crate) fn purchase(
         first.duplicate = true;
         return Ok(first);
     }
-    let lines_json = to_json(&p.lines)?;
     let occurred = p.occurred_at.timestamp_micros();
-    let payload =
-        serde_json::json!({ "lines": p.lines, "total": p.total.to_decimal() }).to_string();
     let event_id = c.insert_id(
             "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload) VALUES ($1, $2, 'purchase', 'purchase', $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-            &[tenant.into(), member.as_str().into(), (&p.order_id).into(), occurred.into(), now.into(), p.channel.as_str().into(), p.store_id.as_ref().into(), p.total.minor.into(), p.total.currency.code().into(), payload.as_str().into()],
+            &[tenant.into(), member.as_str().into(), (&p.order_id).into(), occurred.into(), now.into(), p.channel.as_str().into(), p.store_id.as_ref().into(), p.total.minor.into(), p.total.currency.code().into(), texts.payload.as_str().into()],
     )?;
     // Rule awards are cut to their caps and budgets here, under the member's lock and the
     // counters' row locks, then recorded with what each was computed on.
@@ -155,7 +153,7 @@ pub(crate) fn purchase(
     // retry answers as a duplicate.
     c.execute(
         "INSERT INTO orders (tenant_id, order_id, member_id, event_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines, result) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, '[]', $8)",
-        &[tenant.into(), (&p.order_id).into(), member.as_str().into(), event_id.into(), p.total.minor.into(), lines_json.as_str().into(), points.into(), to_json(&outcome)?.as_str().into()],
+        &[tenant.into(), (&p.order_id).into(), member.as_str().into(), event_id.into(), p.total.minor.into(), texts.lines.as_str().into(), points.into(), to_json(&outcome)?.as_str().into()],
     )
     .map_err(|e| match e.kind {
         crate::conn::DbErrorKind::Unique => StoreError::Busy(format!(

@@ -35,10 +35,28 @@ use std::collections::{HashMap, HashSet};
 /// so each table has a few statement shapes, each prepared once per connection.
 const CHUNK: usize = 64;
 
+/// A purchase's texts as stored: its lines (the order's) and the event's payload. The
+/// request's task makes them before it queues, so the single writer does not serialize them.
+pub(crate) struct PurchaseTexts {
+    pub lines: String,
+    pub payload: String,
+}
+
+impl PurchaseTexts {
+    pub(crate) fn of(p: &Purchase) -> Result<PurchaseTexts> {
+        let lines = serde_json::to_string(&p.lines)?;
+        // The payload is `{"lines": [...], "total": "12.34"}`, with the lines' text reused.
+        let total = serde_json::to_string(&p.total.to_decimal())?;
+        let payload = format!("{{\"lines\":{lines},\"total\":{total}}}");
+        Ok(PurchaseTexts { lines, payload })
+    }
+}
+
 /// One purchase waiting in a writer's queue.
 pub(crate) struct PurchaseJob {
     pub tenant: String,
     pub purchase: Purchase,
+    pub texts: PurchaseTexts,
     pub awards: Vec<Award>,
     pub settings: ProgramSettings,
     pub idem: Option<IdemKey>,
@@ -53,6 +71,7 @@ impl PurchaseJob {
                 c,
                 &self.tenant,
                 &self.purchase,
+                &self.texts,
                 &self.awards,
                 &self.settings,
                 self.now,
@@ -215,8 +234,6 @@ struct Plan<'a> {
     expires_at: Option<i64>,
     repaid: i64,
     keep: i64,
-    lines_json: String,
-    payload: String,
     reason: String,
     event_id: i64,
     txn_id: i64,
@@ -302,9 +319,6 @@ fn write_chunk(
             expires_at: expiry_for(&j.settings, occurred),
             repaid: if points > 0 { repaid } else { 0 },
             keep,
-            lines_json: serde_json::to_string(&p.lines)?,
-            payload: serde_json::json!({ "lines": p.lines, "total": p.total.to_decimal() })
-                .to_string(),
             reason: format!("purchase {}", p.order_id),
             event_id: 0,
             txn_id: 0,
@@ -519,8 +533,8 @@ fn write_rows_unnest(
         texts(plans, |pl| Some(pl.job.purchase.channel.as_str())),
         texts(plans, |pl| pl.job.purchase.store_id.as_deref()),
         texts(plans, |pl| Some(pl.job.purchase.total.currency.code())),
-        texts(plans, |pl| Some(pl.payload.as_str())),
-        texts(plans, |pl| Some(pl.lines_json.as_str())),
+        texts(plans, |pl| Some(pl.job.texts.payload.as_str())),
+        texts(plans, |pl| Some(pl.job.texts.lines.as_str())),
         texts(results, |r| Some(*r)),
         texts(plans, |pl| Some(pl.reason.as_str())),
         texts(plans, |pl| {
@@ -622,7 +636,7 @@ fn write_rows_multi(
                 p.store_id.as_ref().into(),
                 p.total.minor.into(),
                 p.total.currency.code().into(),
-                pl.payload.as_str().into(),
+                pl.job.texts.payload.as_str().into(),
             ]
         })
         .collect();
@@ -797,7 +811,7 @@ fn write_rows_multi(
                 pl.member.as_str().into(),
                 pl.event_id.into(),
                 p.total.minor.into(),
-                pl.lines_json.as_str().into(),
+                pl.job.texts.lines.as_str().into(),
                 pl.points.into(),
                 0i64.into(),
                 0i64.into(),
@@ -873,6 +887,42 @@ mod tests {
         assert_eq!(chunk_len(64), 64);
         assert_eq!(chunk_len(100), 64);
         assert_eq!(chunk_len(63), 32);
+    }
+
+    proptest::proptest! {
+        /// The payload made from the lines' text is the JSON of the whole (its lines' keys in
+        /// the struct's order, as the order's lines have always been, where a `json!` value
+        /// sorted them: readers parse it, none compares texts).
+        #[test]
+        fn purchase_texts_are_what_serde_json_writes(
+            lines in proptest::collection::vec(
+                (".{0,12}", proptest::option::of(".{0,8}"), -5i64..1000, 0i64..10_000_000),
+                0..4,
+            ),
+            total in 0i64..i64::MAX,
+            yen in proptest::bool::ANY,
+        ) {
+            use fidelis_core::event::{Channel, Line};
+            use fidelis_core::money::{Currency, Money};
+            let currency = Currency::parse(if yen { "JPY" } else { "EUR" }).expect("known");
+            let p = Purchase {
+                member: MemberKey::Id("m".into()),
+                order_id: "o".into(),
+                occurred_at: chrono::DateTime::from_timestamp(0, 0).expect("epoch"),
+                channel: Channel::Pos,
+                store_id: None,
+                total: Money::new(total, currency),
+                lines: lines
+                    .into_iter()
+                    .map(|(sku, category, quantity, unit_price_minor)| Line { sku, category, quantity, unit_price_minor })
+                    .collect(),
+            };
+            let texts = PurchaseTexts::of(&p).expect("serializes");
+            let whole = serde_json::json!({ "lines": p.lines, "total": p.total.to_decimal() });
+            let payload: serde_json::Value = serde_json::from_str(&texts.payload).expect("JSON");
+            proptest::prop_assert_eq!(payload, whole);
+            proptest::prop_assert_eq!(texts.lines, serde_json::to_string(&p.lines).expect("lines"));
+        }
     }
 
     #[test]
