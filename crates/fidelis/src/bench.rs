@@ -227,6 +227,7 @@ struct Shared {
     read_share: f64,
     /// Microseconds between two operations of one connection when paced.
     pace_us: u64,
+    connections: usize,
     seq: AtomicU64,
     batch_size: usize,
 }
@@ -251,7 +252,10 @@ async fn connection(
         key_id: "bench".into(),
         scope: Scope::Admin,
     };
-    let mut next = Instant::now();
+    // Paced connections start spread over one period, so their requests arrive evenly rather
+    // than all at once every period.
+    let mut next = Instant::now()
+        + Duration::from_micros(shared.pace_us * conn_no as u64 / shared.connections as u64);
     let mut rng_state = (conn_no as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut rand = move || {
         rng_state ^= rng_state << 13;
@@ -260,15 +264,19 @@ async fn connection(
         rng_state
     };
     while Instant::now() < shared.deadline {
+        // Paced, a connection late because its previous answer was slow counts its request
+        // from when it was due, so that wait is in the latency too (no coordinated omission).
+        let mut due = None;
         if shared.pace_us > 0 {
             next += Duration::from_micros(shared.pace_us);
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                tokio::time::sleep(wait).await;
+            match next.checked_duration_since(Instant::now()) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => due = Some(next),
             }
         }
         let member = &shared.members[(rand() % shared.members.len() as u64) as usize];
         let is_read = (rand() % 10_000) as f64 / 10_000.0 < shared.read_share;
-        let started = Instant::now();
+        let started = due.unwrap_or_else(Instant::now);
         let ok = if is_read {
             match (&mut http, &*driver) {
                 (Some(h), _) => {
@@ -591,6 +599,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         deadline: Instant::now() + Duration::from_secs(o.duration_secs),
         read_share: o.read_share,
         pace_us: per_conn_pace,
+        connections: o.connections.max(1),
         seq: AtomicU64::new(0),
         batch_size: o.batch_size,
     });
