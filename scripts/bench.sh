@@ -20,8 +20,13 @@ echo "== PostgreSQL over HTTP, 64 connections"
 $bin bench --database-url "$pg" --members 10000 --connections 64 --duration-secs 20 --json "$out/pg-http.json"
 echo "== Latency at a set rate: balance reads at 5,000/s (all reads)"
 $bin bench --members 10000 --connections 32 --duration-secs 20 --read-share 1 --rate 5000 --json "$out/sqlite-reads-5000.json"
-echo "== Latency at a set rate: 3,000 operations/s, 20 % reads"
-$bin bench --members 10000 --connections 64 --duration-secs 20 --rate 3000 --json "$out/sqlite-mixed-3000.json"
+echo "== SQLite over HTTP, 256 connections, full speed"
+$bin bench --members 10000 --connections 256 --duration-secs 20 --json "$out/sqlite-http-256.json"
+# Paced connections are spread over the period and a late request counts from when it was due.
+for rate in 5000 7500 12500; do
+  echo "== Latency at a set rate: $rate operations/s (80 % purchases), 256 connections"
+  $bin bench --members 10000 --connections 256 --duration-secs 20 --rate $rate --json "$out/sqlite-mixed-$rate.json"
+done
 echo "== Batch endpoint, 100 purchases per request"
 $bin bench --members 10000 --connections 16 --duration-secs 20 --read-share 0 --batch-size 100 --json "$out/sqlite-batch-100.json"
 echo "== Import of a simulated history"
