@@ -1,0 +1,102 @@
+//! `fidelis bench`, black box: a short run over HTTP (the server as a child process) and one
+//! in-process, paced, on SQLite. What is checked is that the command does what
+//! docs/PERFORMANCE.md says it does — members loaded, both operations driven, nothing failed,
+//! the ledger verified, the JSON report written — never how fast: speed is read from the
+//! figures it prints.
+
+use serde_json::Value;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fidelis");
+
+fn bench(extra: &[&str]) -> Value {
+    let dir = std::env::temp_dir().join(format!(
+        "fidelis-bench-test-{}",
+        fidelis_store_tests::fidelis_store::random_id("", 12)
+    ));
+    std::fs::create_dir_all(&dir).expect("a temp folder");
+    let json = dir.join("report.json");
+    let db = format!("sqlite://{}", dir.join("bench.db").display());
+    let mut args = vec![
+        "bench",
+        "--database-url",
+        &db,
+        "--members",
+        "200",
+        "--connections",
+        "8",
+        "--duration-secs",
+        "2",
+        "--json",
+        json.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let out = Command::new(BIN)
+        .args(&args)
+        .env_remove("FIDELIS_LISTEN")
+        .output()
+        .expect("fidelis bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fidelis bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("purchase"),
+        "the table names the operations:\n{stdout}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
+            .expect("the report is JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    report
+}
+
+fn operation<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["operations"]
+        .as_array()
+        .and_then(|ops| ops.iter().find(|o| o["operation"] == name))
+        .unwrap_or_else(|| panic!("no `{name}` in {report}"))
+}
+
+fn check(report: &Value, mode: &str) {
+    assert_eq!(report["mode"], mode);
+    assert_eq!(report["database"], "sqlite");
+    assert_eq!(report["members"], 200);
+    assert_eq!(report["ledger_ok"], true, "{report}");
+    for name in ["purchase", "balance"] {
+        let op = operation(report, name);
+        assert!(op["ok"].as_u64().unwrap_or(0) > 0, "{name} ran: {op}");
+        assert_eq!(op["failed"], 0, "{name} had failures: {op}");
+        let (p50, p99) = (op["p50_ms"].as_f64(), op["p99_ms"].as_f64());
+        assert!(p50.is_some_and(|a| a > 0.0) && p99 >= p50, "{name}: {op}");
+    }
+    // Every purchase posted is in the ledger (an earning purchase is one transaction).
+    assert!(
+        report["ledger_entries"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert_eq!(
+        report["write_path"]["writes"].as_f64().map(|w| w as u64),
+        operation(report, "purchase")["ok"].as_u64(),
+        "one write per purchase: {report}"
+    );
+}
+
+#[test]
+fn bench_over_http_paced_drives_both_operations_and_verifies_the_ledger() {
+    let report = bench(&["--rate", "200"]);
+    check(&report, "http");
+    assert_eq!(report["rate_target"], 200);
+    assert!(
+        report["server_rss_mb"].as_f64().is_some_and(|m| m > 0.0),
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_in_process_drives_both_operations_and_verifies_the_ledger() {
+    let report = bench(&["--inprocess"]);
+    check(&report, "inprocess");
+}
