@@ -39,9 +39,16 @@ pub struct StoreOptions {
 impl StoreOptions {
     pub fn for_dialect(dialect: Dialect) -> StoreOptions {
         match dialect {
+            // One reader per core, at least two (so one long read, a report or an export, does
+            // not hold up the balance reads): more reader threads than cores only add hand-offs
+            // between threads (on 2 cores, over HTTP: 2 readers against 4, +5 to +14 %
+            // purchases/s and up to 15 % less server CPU per operation; reads paced at 5,000/s
+            // had the same p99).
             Dialect::Sqlite => StoreOptions {
                 writers: 1,
-                readers: 4,
+                readers: std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .clamp(2, 8),
                 max_batch: 512,
                 queue_len: 8192,
                 post_together: false,
