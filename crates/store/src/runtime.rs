@@ -42,7 +42,7 @@ impl StoreOptions {
             // One reader per core, at least two (so one long read, a report or an export, does
             // not hold up the balance reads): more reader threads than cores only add hand-offs
             // between threads (on 2 cores, over HTTP: 2 readers against 4, +5 to +14 %
-            // purchases/s and up to 15 % less server CPU per operation; reads paced at 5,000/s
+            // purchases/s and up to 17 % less server CPU per operation; reads paced at 5,000/s
             // had the same p99).
             Dialect::Sqlite => StoreOptions {
                 writers: 1,
