@@ -231,12 +231,17 @@ pub(crate) fn facts(
         MemberKey::Id(id) => ("id", id),
         MemberKey::ExternalId(e) => ("external_id", e),
     };
+    // The member and their active plan in one query: this read precedes every event.
     let row = c.query_one(
-        &format!("SELECT id, attributes, order_count, lifetime_spend_minor, created_at, birth_date, tier FROM members WHERE tenant_id = $1 AND {column} = $2"),
+        &format!(
+            "SELECT m.id, m.attributes, m.order_count, m.lifetime_spend_minor, m.created_at, m.birth_date, m.tier, {} FROM members m {} WHERE m.tenant_id = $1 AND m.{column} = $2",
+            crate::membership::ACTIVE_PLAN_COLUMNS,
+            crate::membership::ACTIVE_PLAN_JOIN
+        ),
         &[tenant.into(), value.into()],
     )?;
     let plan = match &row {
-        Some(r) => crate::membership::active_plan(c, tenant, &r.text(0))?,
+        Some(r) => crate::membership::active_plan(r, 7)?,
         None => None,
     };
     Ok(row.map(|r| fidelis_core::earn::MemberFacts {

@@ -142,25 +142,24 @@ fn subscription(
 }
 
 /// The member's plan as earning sees it (read with the member's facts, before the write).
-pub(crate) fn active_plan(
-    c: &mut dyn Conn,
-    tenant: &str,
-    member: &str,
-) -> Result<Option<ActivePlan>> {
-    let Some(r) = c.query_one(
-        "SELECT s.plan_id, s.status, s.period_end, p.definition FROM subscriptions s JOIN plans p ON p.tenant_id = s.tenant_id AND p.id = s.plan_id WHERE s.tenant_id = $1 AND s.member_id = $2 AND s.status = 'active'",
-        &[tenant.into(), member.into()],
-    )?
-    else {
+/// Joins a member's active subscription and its plan to `members m` (nothing when the member
+/// has none), so what earning knows of a member is read in one query; [`active_plan`] reads
+/// the plan back from the columns [`ACTIVE_PLAN_COLUMNS`] names.
+pub(crate) const ACTIVE_PLAN_JOIN: &str = "LEFT JOIN subscriptions s ON s.tenant_id = m.tenant_id AND s.member_id = m.id AND s.status = 'active' LEFT JOIN plans p ON p.tenant_id = s.tenant_id AND p.id = s.plan_id";
+pub(crate) const ACTIVE_PLAN_COLUMNS: &str = "s.plan_id, s.status, s.period_end, p.definition";
+
+/// The member's active plan from the [`ACTIVE_PLAN_COLUMNS`] starting at column `at`.
+pub(crate) fn active_plan(r: &Row, at: usize) -> Result<Option<ActivePlan>> {
+    let (Some(id), Some(definition)) = (r.opt_text(at), r.opt_text(at + 3)) else {
         return Ok(None);
     };
-    let def: PlanDef = serde_json::from_str(&r.text(3))?;
+    let def: PlanDef = serde_json::from_str(&definition)?;
     Ok(Some(ActivePlan {
-        id: r.text(0),
+        id,
         name: def.name,
-        status: r.text(1),
+        status: r.text(at + 1),
         earn_multiplier: def.earn_multiplier,
-        period_end: from_micros(r.int(2)),
+        period_end: from_micros(r.int(at + 2)),
     }))
 }
 
