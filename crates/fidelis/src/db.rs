@@ -25,18 +25,33 @@ pub fn open(url: &str, now_micros: i64) -> anyhow::Result<Store> {
     let b = backend(url)?;
     let mut opts = StoreOptions::for_dialect(b.dialect());
     // PostgreSQL takes several writer threads (SQLite has one writer whatever is asked).
-    if let Ok(n) = std::env::var("FIDELIS_PG_WRITERS") {
-        let n: usize = n
-            .parse()
-            .ok()
-            .filter(|n| (1..=256).contains(n))
-            .context("FIDELIS_PG_WRITERS must be a number from 1 to 256")?;
-        if b.dialect() == fidelis_store::Dialect::Postgres {
-            opts.writers = n;
-        }
+    if let Some(n) = threads_from_env("FIDELIS_PG_WRITERS")?
+        && b.dialect() == fidelis_store::Dialect::Postgres
+    {
+        opts.writers = n;
+    }
+    if let Some(n) = threads_from_env("FIDELIS_READERS")? {
+        opts.readers = n;
     }
     Store::start(b, opts, now_micros)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", redact(url)))
+}
+
+/// A number of threads set in the environment variable `name`, if set.
+fn threads_from_env(name: &str) -> anyhow::Result<Option<usize>> {
+    threads(name, std::env::var(name).ok())
+}
+
+fn threads(name: &str, value: Option<String>) -> anyhow::Result<Option<usize>> {
+    let Some(n) = value else {
+        return Ok(None);
+    };
+    let n = n
+        .parse()
+        .ok()
+        .filter(|n| (1..=256).contains(n))
+        .with_context(|| format!("{name} must be a number from 1 to 256"))?;
+    Ok(Some(n))
 }
 
 /// The URL without its password, for messages and logs.
@@ -50,5 +65,27 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads;
+
+    #[test]
+    fn thread_counts_from_the_environment_are_checked() {
+        assert_eq!(threads("FIDELIS_READERS", None).unwrap(), None);
+        assert_eq!(
+            threads("FIDELIS_READERS", Some("4".into())).unwrap(),
+            Some(4)
+        );
+        for bad in ["0", "257", "four", "-1", ""] {
+            let e = threads("FIDELIS_READERS", Some(bad.into())).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("FIDELIS_READERS must be a number from 1 to 256"),
+                "{bad}: {e}"
+            );
+        }
     }
 }
