@@ -699,3 +699,52 @@ on_both!(
     array_parameters_bind_on_postgresql_and_are_refused_on_sqlite,
     open_lots_are_found_from_the_members_mark_and_verify_checks_it,
 );
+
+/// PostgreSQL: the store keeps the planner's statistics of the hot tables as they grow (a
+/// generic plan made on a table it takes for empty reads every order of the tenant), long
+/// before autovacuum's first look a minute later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_statistics_follow_the_hot_tables_as_they_grow() {
+    let Some(db) = TestDb::postgres() else {
+        return;
+    };
+    let store = setup(&db, &ProgramSettings::default()).await;
+    let analyzed = |store: Store| async move {
+        store
+            .read(|c| {
+                Ok(c.query_one(
+                    "SELECT CAST(reltuples AS BIGINT) FROM pg_class WHERE oid = to_regclass('members')",
+                    &[],
+                )?
+                .map_or(-1, |r| r.int(0)))
+            })
+            .await
+            .expect("pg_class")
+    };
+    // Analyzed at start, empty.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while analyzed(store.clone()).await < 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(analyzed(store.clone()).await, 0, "analyzed at start");
+    let mut enrolled = tokio::task::JoinSet::new();
+    for i in 0..1_200 {
+        let store = store.clone();
+        enrolled.spawn(async move { member(&store, &format!("grow-{i}")).await });
+    }
+    while let Some(done) = enrolled.join_next().await {
+        done.expect("enrolled");
+    }
+    let mut seen = 0;
+    while std::time::Instant::now() < deadline {
+        seen = analyzed(store.clone()).await;
+        if seen >= 1_200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        seen, 1_200,
+        "the members table is analyzed again once it has grown"
+    );
+}

@@ -177,6 +177,8 @@ struct Inner {
     writers: Vec<Sender<Box<dyn WriteJob>>>,
     readers: Sender<ReadJob>,
     metrics: Arc<StoreMetrics>,
+    /// Dropped with the store, which stops the statistics thread (PostgreSQL).
+    _statistics: Option<Sender<()>>,
 }
 
 /// The storage of Fidelis. Cheap to clone; all clones share the same threads.
@@ -205,9 +207,7 @@ impl Store {
             }
             first = c;
         }
-        if dialect == Dialect::Postgres {
-            analyze_in_background(&backend);
-        }
+        let statistics = (dialect == Dialect::Postgres).then(|| keep_statistics(&backend));
         let metrics = Arc::new(StoreMetrics::default());
         let mut writers = Vec::new();
         let mut first = Some(first);
@@ -255,6 +255,7 @@ impl Store {
                 writers,
                 readers: rtx,
                 metrics,
+                _statistics: statistics,
             }),
         })
     }
@@ -410,25 +411,78 @@ fn connect(backend: &Arc<dyn Backend>, read_only: bool) -> Result<Box<dyn Conn>>
 /// The tables every purchase reads and writes.
 const HOT_TABLES: &str = "members, orders, events, txns, entries, lots, awards, idempotency";
 
-/// Brings PostgreSQL's statistics of the hot tables up to date, off the start-up path.
-/// Without them (a new database, rows loaded in bulk a moment ago) the planner takes a tenant
-/// for a handful of rows and settles on plans that read every member or order of the tenant to
-/// find a few; autovacuum would only fix that a minute or more later.
-fn analyze_in_background(backend: &Arc<dyn Backend>) {
+/// How often the statistics thread looks for hot tables that have grown.
+const STATISTICS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps PostgreSQL's statistics of the hot tables up to date, off the request path: all of
+/// them at start, then each one whose live rows have doubled (and grown by 1,000) since its
+/// last `ANALYZE`. Without them (a new database, a new tenant, rows loaded in bulk a moment
+/// ago) the planner takes a tenant for a handful of rows, and a prepared statement's generic
+/// plan, made then and kept, reads every order of the tenant to find the few of a batch: the
+/// orders check of a new database's first batches took 3 ms for 30 orders. `ANALYZE` also
+/// makes every connection plan its statements again. Autovacuum does the same, but looks once
+/// a minute and only after a tenth of the table has changed (the members' balance updates
+/// count, so it analyzes the members table often and the growing tables late). Runs until
+/// the returned sender (kept by the store) is dropped.
+fn keep_statistics(backend: &Arc<dyn Backend>) -> Sender<()> {
+    let (stop, stopped) = bounded::<()>(0);
     let backend = backend.clone();
     let spawned = std::thread::Builder::new()
         .name("fidelis-analyze".into())
         .spawn(move || {
-            let done = backend
-                .connect(false)
-                .and_then(|mut c| c.batch(&format!("ANALYZE {HOT_TABLES}")));
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "updating the planner's statistics failed; autovacuum will");
+            let mut conn: Option<Box<dyn Conn>> = None;
+            let mut first = true;
+            loop {
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => match backend.connect(false) {
+                        Ok(c) => conn.insert(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the statistics thread cannot connect; autovacuum will keep them");
+                            return;
+                        }
+                    },
+                };
+                let done = if first {
+                    c.batch(&format!("ANALYZE {HOT_TABLES}"))
+                } else {
+                    analyze_grown(c.as_mut())
+                };
+                first = false;
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "updating the planner's statistics failed; autovacuum will");
+                    conn = None;
+                }
+                if stopped.recv_timeout(STATISTICS_EVERY)
+                    != Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                {
+                    return;
+                }
             }
         });
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the statistics thread; autovacuum will update them");
+        tracing::warn!(error = %e, "cannot start the statistics thread; autovacuum will keep them");
     }
+    stop
+}
+
+/// Analyzes the hot tables whose live rows have doubled, and grown by 1,000, since their last
+/// `ANALYZE` (never analyzed counts as none).
+fn analyze_grown(c: &mut dyn Conn) -> std::result::Result<(), DbError> {
+    let names: Vec<String> = HOT_TABLES.split(", ").map(|t| format!("'{t}'")).collect();
+    let grown = c.query(
+        &format!(
+            "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class k ON k.oid = s.relid WHERE s.schemaname = current_schema() AND s.relname IN ({}) AND s.n_live_tup > 2 * GREATEST(k.reltuples, 0) + 1000 ORDER BY 1",
+            names.join(", ")
+        ),
+        &[],
+    )?;
+    if grown.is_empty() {
+        return Ok(());
+    }
+    let tables: Vec<String> = grown.iter().map(|r| r.text(0)).collect();
+    tracing::debug!(tables = %tables.join(", "), "hot tables grew; analyzing them");
+    c.batch(&format!("ANALYZE {}", tables.join(", ")))
 }
 
 fn fnv1a(s: &str) -> u64 {
