@@ -74,13 +74,18 @@ mod tests {
 
     #[test]
     fn thread_counts_from_the_environment_are_checked() {
-        assert_eq!(threads("FIDELIS_READERS", None).unwrap(), None);
         assert_eq!(
-            threads("FIDELIS_READERS", Some("4".into())).unwrap(),
+            threads("FIDELIS_READERS", None).expect("unset is fine"),
+            None
+        );
+        assert_eq!(
+            threads("FIDELIS_READERS", Some("4".into())).expect("4 is fine"),
             Some(4)
         );
         for bad in ["0", "257", "four", "-1", ""] {
-            let e = threads("FIDELIS_READERS", Some(bad.into())).unwrap_err();
+            let Err(e) = threads("FIDELIS_READERS", Some(bad.into())) else {
+                panic!("{bad} is refused");
+            };
             assert!(
                 e.to_string()
                     .contains("FIDELIS_READERS must be a number from 1 to 256"),

@@ -53,6 +53,11 @@ impl TestDb {
         })
     }
 
+    /// The dialect of this database.
+    pub fn kind_dialect(&self) -> fidelis_store::Dialect {
+        backend(&self.url).dialect()
+    }
+
     /// A store on this database, migrated, with the usual options.
     pub fn store(&self, now_micros: i64) -> Store {
         let b = backend(&self.url);

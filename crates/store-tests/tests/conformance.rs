@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use fidelis_core::ProgramSettings;
 use fidelis_core::earn::{BaseEarner, EarnContext, Earner, MemberFacts, Trigger};
-use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput, RefundInput};
+use fidelis_core::event::{Channel, LineInput, MemberKey, MemberRef, PurchaseInput, RefundInput};
 use fidelis_core::program::{ExpiryPolicy, RefundPolicy};
 use fidelis_store::model::MemberFields;
 use fidelis_store::{IdemKey, Store, StoreError};
@@ -684,6 +684,85 @@ async fn open_lots_are_found_from_the_members_mark_and_verify_checks_it(db: Test
     assert_ledger_ok(&store).await;
 }
 
+/// Facts read many at a time (as PostgreSQL's store does) answer each event with its own
+/// member's facts: by id or external id, once or several times in a group, in the right
+/// tenant, and nothing for a member not enrolled.
+async fn facts_read_together_are_each_members_own(db: TestDb) {
+    let s = ProgramSettings::default();
+    let mut opts = fidelis_store::StoreOptions::for_dialect(db.kind_dialect());
+    opts.group_facts = true;
+    let store = db.store_with(opts, us(t0()));
+    store
+        .ensure_tenant(T, "Acme", &s, us(t0()))
+        .await
+        .expect("tenant");
+    store
+        .ensure_tenant("other", "Other", &s, us(t0()))
+        .await
+        .expect("tenant");
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let id = member(&store, &format!("g-{i}")).await;
+        for k in 0..i {
+            buy(&store, &s, &id, &format!("g-{i}-{k}"), "10.00", t0()).await;
+        }
+        ids.push(id);
+    }
+    let elsewhere = store
+        .create_member(
+            "other",
+            MemberFields {
+                external_id: Some("g-3".into()),
+                ..Default::default()
+            },
+            None,
+            us(t0()),
+        )
+        .await
+        .expect("member")
+        .0
+        .id;
+    let mut asked = tokio::task::JoinSet::new();
+    for round in 0..20 {
+        for (i, id) in ids.iter().enumerate() {
+            let (tenant, key) = match (round + i) % 4 {
+                0 => (T, MemberKey::Id(id.clone())),
+                1 => (T, MemberKey::ExternalId(format!("g-{i}"))),
+                2 if i == 3 => ("other", MemberKey::ExternalId("g-3".into())),
+                2 => (T, MemberKey::ExternalId(format!("nobody-{i}"))),
+                _ => (T, MemberKey::Id(format!("mem_missing_{i}"))),
+            };
+            let store = store.clone();
+            asked.spawn(async move {
+                let facts = store.member_facts(tenant, &key).await.expect("facts");
+                (tenant, key, i, facts)
+            });
+        }
+    }
+    let mut answered = 0;
+    while let Some(done) = asked.join_next().await {
+        let (tenant, key, i, facts) = done.expect("asked");
+        answered += 1;
+        match (tenant, &key) {
+            ("other", _) => {
+                let f = facts.expect("enrolled in the other tenant");
+                assert_eq!(f.id.as_deref(), Some(elsewhere.as_str()));
+                assert_eq!(f.order_count, 0);
+            }
+            (_, MemberKey::Id(k)) if k.starts_with("mem_missing") => assert!(facts.is_none()),
+            (_, MemberKey::ExternalId(k)) if k.starts_with("nobody") => assert!(facts.is_none()),
+            _ => {
+                let f = facts.unwrap_or_else(|| panic!("{key:?} is enrolled"));
+                assert_eq!(f.id.as_deref(), Some(ids[i].as_str()), "{key:?}");
+                assert_eq!(f.order_count, i as i64, "{key:?}");
+                assert_eq!(f.lifetime_spend_minor, 1_000 * i as i64, "{key:?}");
+                assert!(f.enrolled_at.is_some() && f.plan.is_none() && f.tier.is_none());
+            }
+        }
+    }
+    assert_eq!(answered, 200);
+}
+
 on_both!(
     pending_points_mature_exactly_at_the_end_of_the_return_window,
     points_expire_exactly_at_their_expiry_date,
@@ -698,6 +777,7 @@ on_both!(
     a_tenant_never_sees_another_tenants_members,
     array_parameters_bind_on_postgresql_and_are_refused_on_sqlite,
     open_lots_are_found_from_the_members_mark_and_verify_checks_it,
+    facts_read_together_are_each_members_own,
 );
 
 /// PostgreSQL: the store keeps the planner's statistics of the hot tables as they grow (a

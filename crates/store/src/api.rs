@@ -149,17 +149,6 @@ impl Store {
         .await
     }
 
-    /// A snapshot of what earning may know of the member `key` names (None: not enrolled).
-    pub async fn member_facts(
-        &self,
-        tenant: &str,
-        key: &MemberKey,
-    ) -> Result<Option<fidelis_core::earn::MemberFacts>> {
-        let (tenant, key) = (tenant.to_string(), key.clone());
-        self.read(move |c| crate::members::facts(c, &tenant, &key))
-            .await
-    }
-
     pub async fn member(&self, tenant: &str, id: &str) -> Result<Member> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.read(move |c| crate::members::get(c, &tenant, &id))

@@ -234,17 +234,43 @@ pub(crate) fn facts(
     // The member and their active plan in one query: this read precedes every event.
     let row = c.query_one(
         &format!(
-            "SELECT m.id, m.attributes, m.order_count, m.lifetime_spend_minor, m.created_at, m.birth_date, m.tier, {} FROM members m {} WHERE m.tenant_id = $1 AND m.{column} = $2",
-            crate::membership::ACTIVE_PLAN_COLUMNS,
-            crate::membership::ACTIVE_PLAN_JOIN
+            "{} WHERE m.tenant_id = $1 AND m.{column} = $2",
+            facts_query()
         ),
         &[tenant.into(), value.into()],
     )?;
-    let plan = match &row {
-        Some(r) => crate::membership::active_plan(r, 7)?,
-        None => None,
-    };
-    Ok(row.map(|r| fidelis_core::earn::MemberFacts {
+    row.as_ref().map(facts_of).transpose()
+}
+
+/// The facts of the members whose `column` (`id` or `external_id`) is one of `keys`, keyed by
+/// that column's value: one query for the facts of many events (see `runtime::facts_loop`).
+pub(crate) fn facts_of_many(
+    c: &mut dyn Conn,
+    tenant: &str,
+    column: &str,
+    keys: &[Option<&str>],
+) -> Result<std::collections::HashMap<String, fidelis_core::earn::MemberFacts>> {
+    let (condition, params) = crate::together::one_of(c, tenant, &format!("m.{column}"), keys);
+    let rows = c.query(
+        &format!("{} WHERE m.tenant_id = $1 AND {condition}", facts_query()),
+        &params,
+    )?;
+    let at = if column == "id" { 0 } else { 11 };
+    rows.iter()
+        .filter_map(|r| r.opt_text(at).map(|k| facts_of(r).map(|f| (k, f))))
+        .collect()
+}
+
+fn facts_query() -> String {
+    format!(
+        "SELECT m.id, m.attributes, m.order_count, m.lifetime_spend_minor, m.created_at, m.birth_date, m.tier, {}, m.external_id FROM members m {}",
+        crate::membership::ACTIVE_PLAN_COLUMNS,
+        crate::membership::ACTIVE_PLAN_JOIN
+    )
+}
+
+fn facts_of(r: &Row) -> Result<fidelis_core::earn::MemberFacts> {
+    Ok(fidelis_core::earn::MemberFacts {
         id: Some(r.text(0)),
         tier: r.opt_text(6),
         attributes: serde_json::from_str(&r.text(1)).unwrap_or_default(),
@@ -254,8 +280,8 @@ pub(crate) fn facts(
         birth_date: r
             .opt_text(5)
             .and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
-        plan,
-    }))
+        plan: crate::membership::active_plan(r, 7)?,
+    })
 }
 
 /// Like [`resolve`], and locks the member's row, returning its balances as well.

@@ -143,7 +143,7 @@ const PG_CHUNK: usize = 1_024;
 /// "`column` is one of `keys`": the condition and the parameters of a query whose `$1` is the
 /// tenant. The keys are one array parameter on PostgreSQL (one statement text for any number
 /// of keys), a list of parameters on SQLite.
-fn one_of<'a>(
+pub(crate) fn one_of<'a>(
     c: &dyn Conn,
     tenant: &'a str,
     column: &str,
