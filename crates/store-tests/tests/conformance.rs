@@ -684,13 +684,17 @@ async fn open_lots_are_found_from_the_members_mark_and_verify_checks_it(db: Test
     assert_ledger_ok(&store).await;
 }
 
-/// Facts read many at a time (as PostgreSQL's store does) answer each event with its own
-/// member's facts: by id or external id, once or several times in a group, in the right
-/// tenant, and nothing for a member not enrolled.
-async fn facts_read_together_are_each_members_own(db: TestDb) {
-    let s = ProgramSettings::default();
+/// Reads grouped many at a time (as PostgreSQL's store does) answer each request with its own
+/// member's facts or balance: by id or external id, once or several times in a group, in the
+/// right tenant, and nothing (or not found) for a member not enrolled.
+async fn reads_grouped_together_are_each_members_own(db: TestDb) {
+    // Points available at once, expiring a year after they are earned.
+    let s = ProgramSettings {
+        pending_days: 0,
+        ..ProgramSettings::default()
+    };
     let mut opts = fidelis_store::StoreOptions::for_dialect(db.kind_dialect());
-    opts.group_facts = true;
+    opts.group_reads = true;
     let store = db.store_with(opts, us(t0()));
     store
         .ensure_tenant(T, "Acme", &s, us(t0()))
@@ -722,36 +726,79 @@ async fn facts_read_together_are_each_members_own(db: TestDb) {
         .expect("member")
         .0
         .id;
+    // What each member row holds, read on the reader pool.
+    let mut available = Vec::new();
+    for id in &ids {
+        let id = id.clone();
+        let a = store
+            .read(move |c| {
+                Ok(c.query_one(
+                    "SELECT available FROM members WHERE tenant_id = $1 AND id = $2",
+                    &[T.into(), id.as_str().into()],
+                )?
+                .map(|r| r.int(0)))
+            })
+            .await
+            .expect("row")
+            .expect("member row");
+        available.push(a);
+    }
+    assert!(available[9] > 0, "purchases earned points");
+    enum Asked {
+        Facts(Option<MemberFacts>),
+        Balance(Result<fidelis_store::model::Balance, StoreError>),
+    }
     let mut asked = tokio::task::JoinSet::new();
-    for round in 0..20 {
+    for round in 0..25 {
         for (i, id) in ids.iter().enumerate() {
-            let (tenant, key) = match (round + i) % 4 {
+            let (tenant, key) = match (round + i) % 5 {
                 0 => (T, MemberKey::Id(id.clone())),
                 1 => (T, MemberKey::ExternalId(format!("g-{i}"))),
                 2 if i == 3 => ("other", MemberKey::ExternalId("g-3".into())),
                 2 => (T, MemberKey::ExternalId(format!("nobody-{i}"))),
-                _ => (T, MemberKey::Id(format!("mem_missing_{i}"))),
+                3 => (T, MemberKey::Id(format!("mem_missing_{i}"))),
+                // Balances: every member's, and one not enrolled.
+                _ if i == 5 => (T, MemberKey::Id("mem_missing_balance".into())),
+                _ => (T, MemberKey::Id(id.clone())),
             };
-            let store = store.clone();
+            let balance = (round + i) % 5 == 4;
+            let (store, s) = (store.clone(), s.clone());
             asked.spawn(async move {
-                let facts = store.member_facts(tenant, &key).await.expect("facts");
-                (tenant, key, i, facts)
+                let answer = match (&key, balance) {
+                    (MemberKey::Id(m), true) => Asked::Balance(store.balance(tenant, m, s).await),
+                    _ => Asked::Facts(store.member_facts(tenant, &key).await.expect("facts")),
+                };
+                (tenant, key, i, answer)
             });
         }
     }
     let mut answered = 0;
     while let Some(done) = asked.join_next().await {
-        let (tenant, key, i, facts) = done.expect("asked");
+        let (tenant, key, i, answer) = done.expect("asked");
         answered += 1;
-        match (tenant, &key) {
-            ("other", _) => {
+        match (answer, tenant, &key) {
+            (Asked::Balance(b), _, MemberKey::Id(k)) if k.starts_with("mem_missing") => {
+                assert!(matches!(b, Err(StoreError::NotFound(_))), "{b:?}");
+            }
+            (Asked::Balance(b), _, _) => {
+                let b = b.expect("balance");
+                assert_eq!(b.available, available[i], "{key:?}");
+                assert_eq!(b.pending, 0);
+                let expiring: i64 = b.expiring.iter().map(|e| e.points).sum();
+                assert_eq!(expiring, available[i], "every point earned expires once");
+            }
+            (Asked::Facts(facts), "other", _) => {
                 let f = facts.expect("enrolled in the other tenant");
                 assert_eq!(f.id.as_deref(), Some(elsewhere.as_str()));
                 assert_eq!(f.order_count, 0);
             }
-            (_, MemberKey::Id(k)) if k.starts_with("mem_missing") => assert!(facts.is_none()),
-            (_, MemberKey::ExternalId(k)) if k.starts_with("nobody") => assert!(facts.is_none()),
-            _ => {
+            (Asked::Facts(facts), _, MemberKey::Id(k)) if k.starts_with("mem_missing") => {
+                assert!(facts.is_none());
+            }
+            (Asked::Facts(facts), _, MemberKey::ExternalId(k)) if k.starts_with("nobody") => {
+                assert!(facts.is_none());
+            }
+            (Asked::Facts(facts), _, _) => {
                 let f = facts.unwrap_or_else(|| panic!("{key:?} is enrolled"));
                 assert_eq!(f.id.as_deref(), Some(ids[i].as_str()), "{key:?}");
                 assert_eq!(f.order_count, i as i64, "{key:?}");
@@ -760,7 +807,7 @@ async fn facts_read_together_are_each_members_own(db: TestDb) {
             }
         }
     }
-    assert_eq!(answered, 200);
+    assert_eq!(answered, 250);
 }
 
 on_both!(
@@ -777,7 +824,7 @@ on_both!(
     a_tenant_never_sees_another_tenants_members,
     array_parameters_bind_on_postgresql_and_are_refused_on_sqlite,
     open_lots_are_found_from_the_members_mark_and_verify_checks_it,
-    facts_read_together_are_each_members_own,
+    reads_grouped_together_are_each_members_own,
 );
 
 /// PostgreSQL: the store keeps the planner's statistics of the hot tables as they grow (a

@@ -274,17 +274,6 @@ impl Store {
         .await
     }
 
-    pub async fn balance(
-        &self,
-        tenant: &str,
-        member: &str,
-        settings: ProgramSettings,
-    ) -> Result<Balance> {
-        let (tenant, member) = (tenant.to_string(), member.to_string());
-        self.read(move |c| crate::ledger::balance(c, &tenant, &member, &settings))
-            .await
-    }
-
     pub async fn history(
         &self,
         tenant: &str,

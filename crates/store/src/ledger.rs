@@ -419,6 +419,27 @@ pub(crate) fn adjust(
 /// Soonest expiries listed in a balance.
 const EXPIRING_SHOWN: i64 = 12;
 
+/// A member row's balances, as a balance read answers them.
+pub(crate) struct BalanceRow {
+    available: i64,
+    pending: i64,
+    lifetime_earned: i64,
+    last_activity_at: Option<i64>,
+}
+
+const BALANCE_COLUMNS: &str = "available, pending, lifetime_earned, last_activity_at";
+
+impl BalanceRow {
+    fn at(r: &Row, i: usize) -> BalanceRow {
+        BalanceRow {
+            available: r.int(i),
+            pending: r.int(i + 1),
+            lifetime_earned: r.int(i + 2),
+            last_activity_at: r.opt_int(i + 3),
+        }
+    }
+}
+
 pub(crate) fn balance(
     c: &mut dyn Conn,
     tenant: &str,
@@ -426,12 +447,48 @@ pub(crate) fn balance(
     settings: &ProgramSettings,
 ) -> Result<Balance> {
     let row = c
-        .query_one("SELECT available, pending, lifetime_earned, last_activity_at FROM members WHERE tenant_id = $1 AND id = $2", &[tenant.into(), member.into()])?
+        .query_one(
+            &format!("SELECT {BALANCE_COLUMNS} FROM members WHERE tenant_id = $1 AND id = $2"),
+            &[tenant.into(), member.into()],
+        )?
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
-    let (available, pending, lifetime_earned) = (row.int(0), row.int(1), row.int(2));
+    balance_of(c, tenant, member, &BalanceRow::at(&row, 0), settings)
+}
+
+/// The balance rows of the members whose id is one of `ids`, by id: one query for many
+/// balance reads (see `runtime::grouped_loop`).
+pub(crate) fn balance_rows(
+    c: &mut dyn Conn,
+    tenant: &str,
+    ids: &[Option<&str>],
+) -> Result<std::collections::HashMap<String, BalanceRow>> {
+    let (condition, params) = crate::together::one_of(c, tenant, "id", ids);
+    Ok(c.query(
+        &format!("SELECT id, {BALANCE_COLUMNS} FROM members WHERE tenant_id = $1 AND {condition}"),
+        &params,
+    )?
+    .iter()
+    .map(|r| (r.text(0), BalanceRow::at(r, 1)))
+    .collect())
+}
+
+/// A member's balance from their row, with the points that expire next.
+pub(crate) fn balance_of(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    row: &BalanceRow,
+    settings: &ProgramSettings,
+) -> Result<Balance> {
+    let BalanceRow {
+        available,
+        pending,
+        lifetime_earned,
+        last_activity_at,
+    } = *row;
     let expiring = match settings.expiry {
         ExpiryPolicy::None => vec![],
-        ExpiryPolicy::Inactivity { months } => match row.opt_int(3) {
+        ExpiryPolicy::Inactivity { months } => match last_activity_at {
             Some(last) if available > 0 => vec![Expiring { points: available, expires_at: ts(add_months(from_micros(last), months).timestamp_micros()) }],
             _ => vec![],
         },

@@ -6,9 +6,12 @@
 
 use crate::conn::{Conn, DbError, Dialect};
 use crate::error::{Result, StoreError};
+use crate::grouped::{Grouped, GroupedJob};
+use crate::model::Balance;
 use crate::model::PurchaseOutcome;
 use crate::together::PurchaseJob;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use fidelis_core::ProgramSettings;
 use fidelis_core::earn::MemberFacts;
 use fidelis_core::event::MemberKey;
 use std::sync::Arc;
@@ -36,10 +39,10 @@ pub struct StoreOptions {
     /// PostgreSQL, where each statement is a round trip; on SQLite, where a statement costs
     /// little, the extra look-ups made it about 10 % slower than one by one (docs/PERFORMANCE.md).
     pub post_together: bool,
-    /// Read the members' facts that precede events (see `facts_loop`) on threads of their
-    /// own, many events' in one query. Pays on PostgreSQL, where each read is a round trip to
-    /// a server process.
-    pub group_facts: bool,
+    /// Read the members' facts that precede events and members' balances on a thread of their
+    /// own, many requests' in one query (see `grouped`). Pays on PostgreSQL, where each read
+    /// is a round trip to a server process.
+    pub group_reads: bool,
 }
 
 impl StoreOptions {
@@ -58,7 +61,7 @@ impl StoreOptions {
                 max_batch: 512,
                 queue_len: 8192,
                 post_together: false,
-                group_facts: false,
+                group_reads: false,
             },
             // One writer per two cores: more writers split the same requests into smaller
             // batches, and a batch's cost on PostgreSQL is mostly per statement, not per row
@@ -72,7 +75,7 @@ impl StoreOptions {
                 max_batch: 256,
                 queue_len: 4096,
                 post_together: true,
-                group_facts: true,
+                group_reads: true,
             },
         }
     }
@@ -157,16 +160,6 @@ where
 
 type ReadJob = Box<dyn FnOnce(&mut dyn Conn) + Send>;
 
-/// A request for the facts of the member an event names (see `facts_loop`).
-struct FactsJob {
-    tenant: String,
-    key: MemberKey,
-    reply: oneshot::Sender<Result<Option<MemberFacts>>>,
-}
-
-/// Facts requests one query answers at most.
-const FACTS_GROUP: usize = 256;
-
 /// Counters the metrics endpoint and the benchmark print.
 #[derive(Debug, Default)]
 pub struct StoreMetrics {
@@ -196,7 +189,7 @@ struct Inner {
     readers: Sender<ReadJob>,
     metrics: Arc<StoreMetrics>,
     /// Where the members' facts are asked for, when they are read many at a time.
-    facts: Option<Sender<FactsJob>>,
+    grouped: Option<Sender<GroupedJob>>,
     /// Dropped with the store, which stops the statistics thread (PostgreSQL).
     _statistics: Option<Sender<()>>,
 }
@@ -269,17 +262,17 @@ impl Store {
                 })
                 .map_err(|e| StoreError::Busy(format!("cannot start reader: {e}")))?;
         }
-        let facts = if opts.group_facts {
-            let (ftx, frx) = bounded::<FactsJob>(opts.queue_len);
+        let grouped = if opts.group_reads {
+            let (gtx, grx) = bounded::<GroupedJob>(opts.queue_len);
             let conn = connect(&backend, true)?;
             std::thread::Builder::new()
-                .name("fidelis-facts".into())
+                .name("fidelis-grouped".into())
                 .spawn({
                     let backend = backend.clone();
-                    move || facts_loop(conn, &backend, frx)
+                    move || crate::grouped::grouped_loop(conn, &backend, grx)
                 })
-                .map_err(|e| StoreError::Busy(format!("cannot start the facts reader: {e}")))?;
-            Some(ftx)
+                .map_err(|e| StoreError::Busy(format!("cannot start the grouped reader: {e}")))?;
+            Some(gtx)
         } else {
             None
         };
@@ -288,7 +281,7 @@ impl Store {
                 dialect,
                 writers,
                 readers: rtx,
-                facts,
+                grouped,
                 metrics,
                 _statistics: statistics,
             }),
@@ -402,21 +395,54 @@ impl Store {
     }
 
     /// What earning may know of the member `key` names (None: not enrolled); many events'
-    /// in one query where the store reads them together (`StoreOptions::group_facts`).
+    /// in one query where the store groups reads (`StoreOptions::group_reads`).
     pub async fn member_facts(&self, tenant: &str, key: &MemberKey) -> Result<Option<MemberFacts>> {
-        let Some(facts) = &self.inner.facts else {
+        let Some(grouped) = &self.inner.grouped else {
             let (tenant, key) = (tenant.to_string(), key.clone());
             return self
                 .read(move |c| crate::members::facts(c, &tenant, &key))
                 .await;
         };
         let (reply, rx) = oneshot::channel();
-        let job = FactsJob {
-            tenant: tenant.to_string(),
-            key: key.clone(),
+        let key = key.clone();
+        self.ask_grouped(grouped, tenant, Grouped::Facts { key, reply }, rx)
+            .await
+    }
+
+    /// A member's balance, with the points that expire next; many members' in one query where
+    /// the store groups reads (`StoreOptions::group_reads`).
+    pub async fn balance(
+        &self,
+        tenant: &str,
+        member: &str,
+        settings: ProgramSettings,
+    ) -> Result<Balance> {
+        let Some(grouped) = &self.inner.grouped else {
+            let (tenant, member) = (tenant.to_string(), member.to_string());
+            return self
+                .read(move |c| crate::ledger::balance(c, &tenant, &member, &settings))
+                .await;
+        };
+        let (reply, rx) = oneshot::channel();
+        let (member, settings) = (member.to_string(), Box::new(settings));
+        let read = Grouped::Balance {
+            member,
+            settings,
             reply,
         };
-        self.ask_reader(facts, job, rx).await
+        self.ask_grouped(grouped, tenant, read, rx).await
+    }
+
+    async fn ask_grouped<T>(
+        &self,
+        queue: &Sender<GroupedJob>,
+        tenant: &str,
+        read: Grouped,
+        answer: oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
+        let tenant = tenant.to_string();
+        self.ask_reader(queue, GroupedJob { tenant, read }, answer)
+            .await
     }
 
     /// Runs `f` on a reader connection (a snapshot of what has been committed).
@@ -569,67 +595,7 @@ fn reader_loop(mut conn: Box<dyn Conn>, backend: &Arc<dyn Backend>, rx: Receiver
 
 /// Replaces a connection the database dropped (a restart, a failover). If the database is
 /// still away the old one stays, and the next request fails and tries again.
-/// Reads the facts of the members events name, many at a time: takes every request waiting
-/// (up to [`FACTS_GROUP`]), reads each tenant's members with one query per kind of key (ids,
-/// external ids), and answers each request. Under load the requests of many connections wait
-/// together while the previous query runs, so PostgreSQL answers one query where it answered
-/// one per event; alone, a request is read at once, as by any reader.
-fn facts_loop(mut conn: Box<dyn Conn>, backend: &Arc<dyn Backend>, rx: Receiver<FactsJob>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < FACTS_GROUP {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        revive(&mut conn, backend, true);
-        while let Some(tenant) = jobs.first().map(|j| j.tenant.clone()) {
-            let (mine, rest): (Vec<FactsJob>, Vec<FactsJob>) =
-                jobs.into_iter().partition(|j| j.tenant == tenant);
-            jobs = rest;
-            answer_facts(conn.as_mut(), &tenant, mine);
-        }
-    }
-}
-
-/// Answers one tenant's facts requests with one query per kind of key.
-fn answer_facts(c: &mut dyn Conn, tenant: &str, jobs: Vec<FactsJob>) {
-    let keys = |want_id: bool| {
-        let mut seen = std::collections::HashSet::new();
-        jobs.iter()
-            .filter_map(|j| match (&j.key, want_id) {
-                (MemberKey::Id(k), true) | (MemberKey::ExternalId(k), false) => Some(k.as_str()),
-                _ => None,
-            })
-            .filter(|k| seen.insert(*k))
-            .map(Some)
-            .collect::<Vec<_>>()
-    };
-    let read = |c: &mut dyn Conn, column: &str, keys: &[Option<&str>]| {
-        if keys.is_empty() {
-            Ok(std::collections::HashMap::new())
-        } else {
-            crate::members::facts_of_many(c, tenant, column, keys)
-        }
-    };
-    let by_id = read(c, "id", &keys(true));
-    let by_ext = read(c, "external_id", &keys(false));
-    for j in jobs {
-        let (found, k) = match &j.key {
-            MemberKey::Id(k) => (&by_id, k),
-            MemberKey::ExternalId(k) => (&by_ext, k),
-        };
-        let _ = j.reply.send(
-            found
-                .as_ref()
-                .map(|m| m.get(k).cloned())
-                .map_err(Clone::clone),
-        );
-    }
-}
-
-fn revive(conn: &mut Box<dyn Conn>, backend: &Arc<dyn Backend>, read_only: bool) {
+pub(crate) fn revive(conn: &mut Box<dyn Conn>, backend: &Arc<dyn Backend>, read_only: bool) {
     if !conn.is_broken() {
         return;
     }
