@@ -827,6 +827,45 @@ on_both!(
     reads_grouped_together_are_each_members_own,
 );
 
+/// PostgreSQL: every text column in an index's key compares byte by byte (`COLLATE "C"`), as
+/// on SQLite: ids sort the same on both databases, and the hot indexes' comparisons do not go
+/// through the locale. A new migration's indexed text column must say so (`{KEY}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_keys_compare_byte_by_byte() {
+    let Some(db) = TestDb::postgres() else {
+        return;
+    };
+    let store = setup(&db, &ProgramSettings::default()).await;
+    let (keys, not_bytes) = store
+        .read(|c| {
+            let count = |c: &mut dyn fidelis_store::conn::Conn, collated: &str| {
+                let sql = format!(
+                    "SELECT c.relname || '.' || a.attname FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() \
+                     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                     WHERE c.relkind = 'r' AND a.atttypid = 'text'::regtype {collated} \
+                     AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey)) \
+                     ORDER BY 1"
+                );
+                c.query(&sql, &[]).map(|rows| rows.iter().map(|r| r.text(0)).collect::<Vec<_>>())
+            };
+            Ok((
+                count(c, "")?,
+                count(c, "AND a.attcollation <> 'pg_catalog.\"C\"'::regcollation")?,
+            ))
+        })
+        .await
+        .expect("catalogue");
+    assert!(
+        keys.iter().any(|k| k == "members.external_id") && keys.len() > 20,
+        "the indexed text columns were found: {keys:?}"
+    );
+    assert!(
+        not_bytes.is_empty(),
+        "keys on the locale's order: {not_bytes:?}"
+    );
+}
+
 /// PostgreSQL: the store keeps the planner's statistics of the hot tables as they grow (a
 /// generic plan made on a table it takes for empty reads every order of the tenant), long
 /// before autovacuum's first look a minute later.
