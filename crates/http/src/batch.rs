@@ -30,7 +30,12 @@ pub struct BatchInput {
 }
 
 /// One event's answer: `(status, body)`.
-async fn one(app: App, p: Principal, event: Value, idem: Option<IdemKey>) -> (StatusCode, Value) {
+async fn one(
+    app: std::sync::Arc<App>,
+    p: Principal,
+    event: Value,
+    idem: Option<IdemKey>,
+) -> (StatusCode, Value) {
     let mut event = event;
     let kind = event
         .as_object_mut()

@@ -31,16 +31,18 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Largest body of `POST /api/v1/events/batch`: room for its 1,000 events of several lines each.
 pub const MAX_BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Handlers' state. Every request clones it: the application sits behind one `Arc`, so that
+/// is one count and not one per cache and service it holds.
 #[derive(Clone)]
 pub struct AppState {
-    pub app: App,
+    pub app: Arc<App>,
     pub metrics: Arc<Metrics>,
 }
 
 /// The whole HTTP surface. Tests call it with `oneshot`; `serve` binds it to a listener.
 pub fn router(app: App) -> Router {
     let state = AppState {
-        app,
+        app: Arc::new(app),
         metrics: Arc::new(Metrics::default()),
     };
     Router::new()
@@ -49,7 +51,7 @@ pub fn router(app: App) -> Router {
         .merge(program::routes())
         .merge(ops::routes())
         // The admin console (/admin) and the member portal (/m/{tenant}).
-        .merge(fidelis_web::router(state.app.clone()))
+        .merge(fidelis_web::router(App::clone(&state.app)))
         .merge(rewards::routes())
         .merge(rules::routes())
         .merge(value::routes())

@@ -25,9 +25,10 @@ use fidelis_app::App;
 use i18n::Lang;
 use serde::Deserialize;
 
+/// The pages' state, cloned per request: one `Arc` to count.
 #[derive(Clone)]
 pub struct WebState {
-    pub app: App,
+    pub app: std::sync::Arc<App>,
 }
 
 /// The console and the portal, for merging into the service's router.
@@ -38,7 +39,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: App) -> Router<S> {
         .route("/ui/assets/{name}", get(asset))
         .route("/ui/lang/{code}", get(switch_lang))
         .layer(axum::middleware::from_fn(layer))
-        .with_state(WebState { app })
+        .with_state(WebState {
+            app: std::sync::Arc::new(app),
+        })
 }
 
 /// The anonymous forms' anti-forgery token (the `fidelis_csrf` cookie's value).
