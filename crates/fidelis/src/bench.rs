@@ -1,7 +1,9 @@
 //! `fidelis bench`: loads a database with simulated members, starts `fidelis serve` as a child
 //! process, and drives it over HTTP on loopback from this process with N keep-alive
 //! connections (or, `--mode inprocess`, drives the use cases directly to isolate the engine's
-//! cost). Prints throughput and p50/p99/p99.9 latency per operation, as a table and as JSON.
+//! cost). The operations are purchases, balance reads and redemptions of a reward (a
+//! connection redeems for a member it has just bought for, so the points are there). Prints
+//! throughput and p50/p99/p99.9 latency per operation, as a table and as JSON.
 //! Measures; asserts nothing.
 
 use crate::db;
@@ -25,8 +27,11 @@ pub struct BenchOptions {
     pub members: usize,
     pub connections: usize,
     pub duration_secs: u64,
-    /// Share of operations that are balance reads (the rest are purchases).
+    /// Share of operations that are balance reads.
     pub read_share: f64,
+    /// Share of operations that are redemptions of the bench's reward (the rest, after reads
+    /// and redemptions, are purchases).
+    pub redeem_share: f64,
     /// Total operations per second to aim for (0: as fast as possible).
     pub rate: u64,
     pub inprocess: bool,
@@ -64,8 +69,20 @@ fn tenant_settings() -> ProgramSettings {
 
 const TENANT: &str = "bench";
 
-/// Creates the tenant, a key and `n` members through the use cases; returns member ids.
-async fn load(url: &str, n: usize) -> anyhow::Result<(Vec<String>, String, f64)> {
+/// Points the bench's reward costs: less than the smallest purchase earns (7.50 at one point
+/// per unit), so a member redeeming after each of their purchases never runs short.
+const REWARD_COST: i64 = 5;
+
+/// What `load` made: member ids, the API key, the reward to redeem, members loaded per second.
+struct Loaded {
+    members: Vec<String>,
+    key: String,
+    reward: String,
+    rate: f64,
+}
+
+/// Creates the tenant, a key, the reward and `n` members through the use cases.
+async fn load(url: &str, n: usize) -> anyhow::Result<Loaded> {
     let store = db::open(url, Utc::now().timestamp_micros())?;
     let app = App::new(store.clone(), Arc::new(SystemClock));
     store
@@ -86,6 +103,16 @@ async fn load(url: &str, n: usize) -> anyhow::Result<(Vec<String>, String, f64)>
         key_id: "bench".into(),
         scope: Scope::Admin,
     };
+    let reward: fidelis_core::rewards::RewardInput = serde_json::from_value(json!({
+        "kind": "fixed_discount",
+        "title": "1.00 off",
+        "points_cost": REWARD_COST,
+        "value": "1.00",
+    }))?;
+    let (reward, _) = app
+        .create_reward(&who, reward, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
     let mut set = JoinSet::new();
@@ -112,7 +139,12 @@ async fn load(url: &str, n: usize) -> anyhow::Result<(Vec<String>, String, f64)>
         ids.push(r??);
     }
     let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    Ok((ids, key, rate))
+    Ok(Loaded {
+        members: ids,
+        key,
+        reward: reward.id,
+        rate,
+    })
 }
 
 fn purchase_body(member: &str, order: &str, seq: u64) -> PurchaseInput {
@@ -225,6 +257,8 @@ struct Shared {
     key: String,
     deadline: Instant,
     read_share: f64,
+    redeem_share: f64,
+    reward: String,
     /// Microseconds between two operations of one connection when paced.
     pace_us: u64,
     connections: usize,
@@ -241,8 +275,11 @@ async fn connection(
     driver: Arc<Driver>,
     shared: Arc<Shared>,
     conn_no: usize,
-) -> anyhow::Result<(Samples, Samples)> {
-    let (mut purchases, mut reads) = (Samples::default(), Samples::default());
+) -> anyhow::Result<[Samples; 3]> {
+    let [mut purchases, mut reads, mut redemptions] = [(); 3].map(|()| Samples::default());
+    // Members this connection bought for and has not redeemed for since, oldest first: one
+    // redemption per purchase at most, each costing less than any purchase earns.
+    let mut buyers: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut http = match &*driver {
         Driver::Http(addr) => Some(Http::connect(addr).await?),
         Driver::InProcess(_) => None,
@@ -275,7 +312,12 @@ async fn connection(
             }
         }
         let member = &shared.members[(rand() % shared.members.len() as u64) as usize];
-        let is_read = (rand() % 10_000) as f64 / 10_000.0 < shared.read_share;
+        let draw = (rand() % 10_000) as f64 / 10_000.0;
+        let is_read = draw < shared.read_share;
+        // A redemption is due but nobody has bought yet on this connection: a purchase.
+        let redeem_for = (!is_read && draw < shared.read_share + shared.redeem_share)
+            .then(|| buyers.pop_front())
+            .flatten();
         let started = due.unwrap_or_else(Instant::now);
         let ok = if is_read {
             match (&mut http, &*driver) {
@@ -292,12 +334,34 @@ async fn connection(
                 (None, Driver::InProcess(app)) => app.balance(&who, member).await.is_ok(),
                 _ => false,
             }
+        } else if let Some(m) = &redeem_for {
+            match (&mut http, &*driver) {
+                (Some(h), _) => {
+                    let body = serde_json::to_vec(&json!({ "reward_id": shared.reward }))?;
+                    h.call(
+                        "POST",
+                        &format!("/api/v1/members/{m}/redemptions"),
+                        &shared.key,
+                        Some(&body),
+                    )
+                    .await?
+                        == 201
+                }
+                (None, Driver::InProcess(app)) => {
+                    let input = fidelis_app::rewards::RedemptionInput {
+                        reward_id: shared.reward.clone(),
+                    };
+                    app.redeem_reward(&who, m, input, None).await.is_ok()
+                }
+                _ => false,
+            }
         } else if shared.batch_size > 0 {
             let n = shared.batch_size;
             let events: Vec<serde_json::Value> = (0..n)
                 .map(|_| {
                     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
                     let m = &shared.members[(rand() % shared.members.len() as u64) as usize];
+                    remember(&mut buyers, m);
                     let mut e =
                         serde_json::to_value(purchase_body(m, &format!("b{conn_no}-{seq}"), seq))
                             .unwrap_or_default();
@@ -325,6 +389,7 @@ async fn connection(
         } else {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
             let input = purchase_body(member, &format!("b{conn_no}-{seq}"), seq);
+            remember(&mut buyers, member);
             match (&mut http, &*driver) {
                 (Some(h), _) => {
                     let body = serde_json::to_vec(&input)?;
@@ -337,14 +402,29 @@ async fn connection(
             }
         };
         let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-        let s = if is_read { &mut reads } else { &mut purchases };
+        let s = if is_read {
+            &mut reads
+        } else if redeem_for.is_some() {
+            &mut redemptions
+        } else {
+            &mut purchases
+        };
         if ok {
             s.ok.push(us);
         } else {
             s.failed += 1;
         }
     }
-    Ok((purchases, reads))
+    Ok([purchases, reads, redemptions])
+}
+
+/// Notes a member a connection bought for (a purchase that failed leaves a redemption that
+/// fails, counted as such). The queue is bounded; the oldest are forgotten.
+fn remember(buyers: &mut std::collections::VecDeque<String>, member: &str) {
+    if buyers.len() >= 64 {
+        buyers.pop_front();
+    }
+    buyers.push_back(member.to_string());
 }
 
 /// The store's group-commit counters at the end of a run.
@@ -548,7 +628,12 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         }
     };
     eprintln!("loading {} members into {kind}...", o.members);
-    let (members, key, load_rate) = load(&url, o.members).await?;
+    let Loaded {
+        members,
+        key,
+        reward,
+        rate: load_rate,
+    } = load(&url, o.members).await?;
     eprintln!("loaded {} members at {load_rate:.0}/s", members.len());
 
     let mut child = None;
@@ -598,6 +683,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         key,
         deadline: Instant::now() + Duration::from_secs(o.duration_secs),
         read_share: o.read_share,
+        redeem_share: o.redeem_share,
+        reward,
         pace_us: per_conn_pace,
         connections: o.connections.max(1),
         seq: AtomicU64::new(0),
@@ -611,14 +698,16 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     for i in 0..o.connections {
         set.spawn(connection(driver.clone(), shared.clone(), i));
     }
-    let (mut purchases, mut reads) = (Samples::default(), Samples::default());
+    let [mut purchases, mut reads, mut redemptions] = [(); 3].map(|()| Samples::default());
     while let Some(r) = set.join_next().await {
-        let (p, r) = r??;
-        purchases.ok.extend(p.ok);
-        purchases.failed += p.failed;
-        purchases.events += p.events;
-        reads.ok.extend(r.ok);
-        reads.failed += r.failed;
+        for (all, one) in [&mut purchases, &mut reads, &mut redemptions]
+            .into_iter()
+            .zip(r??)
+        {
+            all.ok.extend(one.ok);
+            all.failed += one.failed;
+            all.events += one.events;
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = CpuUse::now(server_pid, on_postgres).since(cpu_start);
@@ -647,7 +736,11 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     } else {
         "purchase"
     };
-    for (name, s) in [(purchase_name, &mut purchases), ("balance", &mut reads)] {
+    for (name, s) in [
+        (purchase_name, &mut purchases),
+        ("balance", &mut reads),
+        ("redemption", &mut redemptions),
+    ] {
         s.ok.sort_unstable();
         let row = json!({
             "operation": name,
@@ -709,7 +802,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             }
         );
     }
-    let operations = (purchases.ok.len() + reads.ok.len()).max(1) as f64;
+    let operations = (purchases.ok.len() + reads.ok.len() + redemptions.ok.len()).max(1) as f64;
     let micros_per_op = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / operations;
     let (all, busy, steal) = cpu.machine;
     let share = |t: u64| 100.0 * t as f64 / all.max(1) as f64;

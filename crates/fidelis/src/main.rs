@@ -101,6 +101,9 @@ enum Command {
         /// Share of balance reads among operations (0 to 1).
         #[arg(long, default_value_t = 0.2)]
         read_share: f64,
+        /// Share of redemptions of a reward among operations (0 to 1; the rest are purchases).
+        #[arg(long, default_value_t = 0.05)]
+        redeem_share: f64,
         /// Aim for this many operations per second in all (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -277,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
             connections,
             duration_secs,
             read_share,
+            redeem_share,
             rate,
             inprocess,
             batch_size,
@@ -284,6 +288,9 @@ async fn main() -> anyhow::Result<()> {
         } => {
             if !(0.0..=1.0).contains(&read_share) {
                 bail!("--read-share must be between 0 and 1");
+            }
+            if !(0.0..=1.0).contains(&redeem_share) || read_share + redeem_share > 1.0 {
+                bail!("--redeem-share must be between 0 and 1, and with --read-share at most 1");
             }
             if batch_size > fidelis_http::MAX_BATCH_EVENTS {
                 bail!(
@@ -300,6 +307,7 @@ async fn main() -> anyhow::Result<()> {
                 connections: connections.max(1),
                 duration_secs,
                 read_share,
+                redeem_share,
                 rate,
                 inprocess,
                 batch_size,

@@ -1,6 +1,6 @@
 //! `fidelis bench`, black box: a short run over HTTP (the server as a child process) and one
 //! in-process, paced, on SQLite. What is checked is that the command does what
-//! docs/PERFORMANCE.md says it does — members loaded, both operations driven, nothing failed,
+//! docs/PERFORMANCE.md says it does — members loaded, every operation driven (purchases, balance reads, redemptions), nothing failed,
 //! the ledger verified, the JSON report written — never how fast: speed is read from the
 //! figures it prints.
 
@@ -65,7 +65,7 @@ fn check(report: &Value, mode: &str) {
     assert_eq!(report["database"], "sqlite");
     assert_eq!(report["members"], 200);
     assert_eq!(report["ledger_ok"], true, "{report}");
-    for name in ["purchase", "balance"] {
+    for name in ["purchase", "balance", "redemption"] {
         let op = operation(report, name);
         assert!(op["ok"].as_u64().unwrap_or(0) > 0, "{name} ran: {op}");
         assert_eq!(op["failed"], 0, "{name} had failures: {op}");
@@ -77,16 +77,21 @@ fn check(report: &Value, mode: &str) {
         report["ledger_entries"].as_u64().unwrap_or(0) > 0,
         "{report}"
     );
+    let ok = |name| operation(report, name)["ok"].as_u64().unwrap_or(0);
     assert_eq!(
         report["write_path"]["writes"].as_f64().map(|w| w as u64),
-        operation(report, "purchase")["ok"].as_u64(),
-        "one write per purchase: {report}"
+        Some(ok("purchase") + ok("redemption")),
+        "one write per purchase and per redemption: {report}"
+    );
+    assert!(
+        ok("redemption") <= ok("purchase"),
+        "a redemption follows a purchase for the same member: {report}"
     );
 }
 
 #[test]
-fn bench_over_http_paced_drives_both_operations_and_verifies_the_ledger() {
-    let report = bench(&["--rate", "200"]);
+fn bench_over_http_paced_drives_every_operation_and_verifies_the_ledger() {
+    let report = bench(&["--rate", "200", "--redeem-share", "0.2"]);
     check(&report, "http");
     assert_eq!(report["rate_target"], 200);
     assert!(
@@ -96,7 +101,27 @@ fn bench_over_http_paced_drives_both_operations_and_verifies_the_ledger() {
 }
 
 #[test]
-fn bench_in_process_drives_both_operations_and_verifies_the_ledger() {
-    let report = bench(&["--inprocess"]);
+fn bench_in_process_drives_every_operation_and_verifies_the_ledger() {
+    let report = bench(&["--inprocess", "--redeem-share", "0.2"]);
     check(&report, "inprocess");
+}
+
+#[test]
+fn shares_of_operations_beyond_the_whole_are_refused() {
+    for shares in [
+        ["--redeem-share", "1.5", "--read-share", "0"],
+        ["--redeem-share", "0.2", "--read-share", "0.9"],
+    ] {
+        let out = Command::new(BIN)
+            .arg("bench")
+            .args(shares)
+            .output()
+            .expect("fidelis bench runs");
+        assert!(!out.status.success(), "{shares:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--redeem-share must be between 0 and 1"),
+            "{shares:?}: {err}"
+        );
+    }
 }
