@@ -307,6 +307,45 @@ async fn a_reward_with_stock_five_redeemed_by_fifty_members_at_once_gives_exactl
     assert_ledger_ok(&store).await;
 }
 
+/// A redemption answers with the coupon and the balance as they are stored (it builds them
+/// from what it wrote rather than reading them back): for a coupon to use later and for one
+/// settled at once, taking points from two lots (three entries in one statement).
+async fn a_redemption_answers_the_coupon_and_balance_as_stored(db: TestDb) {
+    let s = base_settings();
+    let store = setup(&db, &s).await;
+    let m = member(&store, "as-stored").await;
+    give(&store, &s, &m, 150, t0()).await;
+    give(&store, &s, &m, 150, t0() + Duration::hours(1)).await;
+    for (kind, cost) in [
+        (RewardKind::FixedDiscount, 200),
+        (RewardKind::CharityDonation, 60),
+    ] {
+        let r = add_reward(&store, &s, reward(kind, cost, Some(3))).await;
+        let at = t0() + Duration::hours(2);
+        let (out, _) = store
+            .redeem_reward(T, &m, &r, s.clone(), None, us(at))
+            .await
+            .expect("redeemed");
+        let stored = store
+            .member_coupons(T, &m, None, 50)
+            .await
+            .expect("coupons")
+            .items
+            .into_iter()
+            .find(|c| c.code == out.coupon.code)
+            .expect("the coupon is stored");
+        assert_eq!(out.coupon, stored, "{kind:?}");
+        let balance = store.balance(T, &m, s.clone()).await.expect("balance");
+        assert_eq!(
+            (out.balance.available, out.balance.pending),
+            (balance.available, balance.pending),
+            "{kind:?}"
+        );
+    }
+    assert_eq!(available(&store, &s, &m).await, 300 - 200 - 60);
+    assert_ledger_ok(&store).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Coupons at the till
 // ---------------------------------------------------------------------------------------------
@@ -1293,6 +1332,7 @@ async fn plan_perks_apply_only_while_the_subscription_is_active(db: TestDb) {
 }
 
 on_both!(
+    a_redemption_answers_the_coupon_and_balance_as_stored,
     a_hundred_concurrent_redemptions_by_a_member_whose_balance_covers_ten_give_exactly_ten,
     a_reward_with_stock_five_redeemed_by_fifty_members_at_once_gives_exactly_five_coupons,
     a_coupon_redeemed_twice_is_refused_and_a_retry_with_its_key_replays_the_first_answer,

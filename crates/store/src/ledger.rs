@@ -2,7 +2,7 @@
 //! the member row, all changed in one database transaction. Also adjustments, balances and a
 //! member's history. Callers hold the member's row lock (see [`lock_member`]) before posting.
 
-use crate::conn::{Conn, Row};
+use crate::conn::{Conn, Param, Row};
 use crate::error::{Result, StoreError};
 use crate::model::{AdjustOutcome, Balance, BalanceNow, EntryView, Expiring, LedgerTxn, Page};
 use fidelis_core::ledger::{Account, LotView, repay_debt, take_from_lots};
@@ -196,16 +196,32 @@ pub(crate) fn insert_entries(
         )));
     }
     let (mut d_avail, mut d_pending) = (0i64, 0i64);
+    // One statement for the transaction's entries: on PostgreSQL each statement is a round
+    // trip. The transaction, tenant and member are shared; each entry adds three parameters.
+    let mut params: Vec<Param<'_>> = vec![t.tenant.into(), txn_id.into(), t.member.into()];
+    let mut rows = Vec::with_capacity(entries.len());
     for e in entries.iter().filter(|e| e.amount != 0) {
-        c.execute(
-            "INSERT INTO entries (tenant_id, txn_id, member_id, account, lot_id, amount) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[t.tenant.into(), txn_id.into(), t.member.into(), e.account.as_str().into(), e.lot_id.into(), e.amount.into()],
-        )?;
+        let k = params.len() + 1;
+        rows.push(format!("($1, $2, $3, ${k}, ${}, ${})", k + 1, k + 2));
+        params.extend::<[Param<'_>; 3]>([
+            e.account.as_str().into(),
+            e.lot_id.into(),
+            e.amount.into(),
+        ]);
         match e.account {
             Account::Available => d_avail += e.amount,
             Account::Pending => d_pending += e.amount,
             _ => {}
         }
+    }
+    if !rows.is_empty() {
+        c.execute(
+            &format!(
+                "INSERT INTO entries (tenant_id, txn_id, member_id, account, lot_id, amount) VALUES {}",
+                rows.join(", ")
+            ),
+            &params,
+        )?;
     }
     Ok((d_avail, d_pending))
 }

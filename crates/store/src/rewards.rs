@@ -365,6 +365,7 @@ fn redeem(
     } else {
         "issued"
     };
+    let expires_at = coupon_expiry(def, settings, now);
     let code = insert_coupon(
         c,
         tenant,
@@ -374,19 +375,37 @@ fn redeem(
         def.points_cost,
         txn_id,
         status,
-        coupon_expiry(def, settings, now),
+        expires_at,
         now,
     )?;
-    let coupon = find_coupon(c, tenant, &code, false)?
-        .ok_or_else(|| StoreError::Busy("new coupon not found; retry".into()))?;
     ledger::touch_activity(c, tenant, member, now, now)?;
-    let after = lock_member(c, tenant, member)?.unwrap_or(state);
+    // The coupon as inserted and the balance after the debit, without reading either back
+    // (the member's row is locked: nothing else moved it).
+    let coupon = CouponRecord {
+        code: display_code(&code),
+        member_id: member.to_string(),
+        reward_id: reward_id.to_string(),
+        reward_title: def.title.clone(),
+        kind: def.kind,
+        source: "redemption".into(),
+        points: def.points_cost,
+        status: status.into(),
+        issued_at: ts(now),
+        expires_at: ts(expires_at),
+        redeemed_at: (status == "redeemed").then(|| ts(now)),
+        redeemed_order_id: None,
+        cancelled_at: None,
+    };
+    let debited = if txn_id.is_some() { def.points_cost } else { 0 };
     Ok(RedemptionOutcome {
-        coupon: coupon.record,
+        coupon,
         points: def.points_cost,
         txn_id,
         credit_minor,
-        balance: after.now(),
+        balance: BalanceNow {
+            available: state.available - debited,
+            pending: state.pending,
+        },
     })
 }
 
