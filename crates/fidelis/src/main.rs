@@ -102,8 +102,9 @@ enum Command {
         #[arg(long, default_value_t = 0.2)]
         read_share: f64,
         /// Share of redemptions of a reward among operations (0 to 1; the rest are purchases).
-        #[arg(long, default_value_t = 0.05)]
-        redeem_share: f64,
+        /// Default 0.05, or what --read-share leaves if less.
+        #[arg(long)]
+        redeem_share: Option<f64>,
         /// Aim for this many operations per second in all (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -289,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
             if !(0.0..=1.0).contains(&read_share) {
                 bail!("--read-share must be between 0 and 1");
             }
+            let redeem_share = redeem_share.unwrap_or((1.0 - read_share).min(0.05));
             if !(0.0..=1.0).contains(&redeem_share) || read_share + redeem_share > 1.0 {
                 bail!("--redeem-share must be between 0 and 1, and with --read-share at most 1");
             }

@@ -107,6 +107,14 @@ fn bench_in_process_drives_every_operation_and_verifies_the_ledger() {
 }
 
 #[test]
+fn reads_only_leave_no_room_for_the_default_redemptions() {
+    let report = bench(&["--read-share", "1", "--rate", "200"]);
+    assert_eq!(operation(&report, "purchase")["ok"], 0, "{report}");
+    assert_eq!(operation(&report, "redemption")["ok"], 0, "{report}");
+    assert!(operation(&report, "balance")["ok"].as_u64().unwrap_or(0) > 0);
+}
+
+#[test]
 fn shares_of_operations_beyond_the_whole_are_refused() {
     for shares in [
         ["--redeem-share", "1.5", "--read-share", "0"],
