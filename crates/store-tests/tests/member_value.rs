@@ -341,7 +341,25 @@ async fn a_redemption_answers_the_coupon_and_balance_as_stored(db: TestDb) {
             (balance.available, balance.pending),
             "{kind:?}"
         );
+        let seen = store.member(T, &m).await.expect("member").last_activity_at;
+        let seen = seen.and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
+        assert_eq!(
+            seen.map(|t| t.with_timezone(&Utc)),
+            Some(at),
+            "a redemption is the member's activity"
+        );
     }
+    // A refused redemption (short of points) leaves the member as it was, activity too.
+    let before = store.member(T, &m).await.expect("member");
+    let dear = add_reward(&store, &s, reward(RewardKind::FixedDiscount, 1_000, None)).await;
+    let refused = store
+        .redeem_reward(T, &m, &dear, s.clone(), None, us(t0() + Duration::days(3)))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.member(T, &m).await.expect("member"), before);
     assert_eq!(available(&store, &s, &m).await, 300 - 200 - 60);
     assert_ledger_ok(&store).await;
 }

@@ -259,7 +259,7 @@ fn redeem(
     settings: &ProgramSettings,
     now: i64,
 ) -> Result<RedemptionOutcome> {
-    let state = lock_member(c, tenant, member)?
+    let state = ledger::lock_active_member(c, tenant, member, now, now)?
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
     let reward = get_reward(c, tenant, reward_id)?;
     let def = &reward.def;
@@ -378,7 +378,6 @@ fn redeem(
         expires_at,
         now,
     )?;
-    ledger::touch_activity(c, tenant, member, now, now)?;
     // The coupon as inserted and the balance after the debit, without reading either back
     // (the member's row is locked: nothing else moved it).
     let coupon = CouponRecord {

@@ -135,7 +135,7 @@ fn donate(
     actor: &str,
     now: i64,
 ) -> Result<DonationOutcome> {
-    let state = lock_member(c, tenant, member)?
+    let state = ledger::lock_active_member(c, tenant, member, now, now)?
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
     let reason = format!("donation to {charity}");
     let t = Txn {
@@ -154,14 +154,16 @@ fn donate(
         "INSERT INTO donations (tenant_id, member_id, charity, points, txn_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         &[tenant.into(), member.into(), charity.into(), points.into(), txn_id.into(), now.into()],
     )?;
-    ledger::touch_activity(c, tenant, member, now, now)?;
-    let after = lock_member(c, tenant, member)?.unwrap_or(state);
+    // The debit moved `available` only, under the member's lock: no need to read it back.
     Ok(DonationOutcome {
         member_id: member.to_string(),
         charity: charity.to_string(),
         points,
         txn_id,
-        balance: after.now(),
+        balance: BalanceNow {
+            available: state.available - points,
+            pending: state.pending,
+        },
     })
 }
 
