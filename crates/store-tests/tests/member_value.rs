@@ -18,6 +18,7 @@ use fidelis_store::model::MemberFields;
 use fidelis_store::rewards::CouponQuery;
 use fidelis_store::{IdemKey, Store, StoreError};
 use fidelis_store_tests::{TestDb, on_both};
+use std::sync::atomic::Ordering;
 
 const T: &str = "acme";
 
@@ -361,6 +362,62 @@ async fn a_redemption_answers_the_coupon_and_balance_as_stored(db: TestDb) {
     );
     assert_eq!(store.member(T, &m).await.expect("member"), before);
     assert_eq!(available(&store, &s, &m).await, 300 - 200 - 60);
+    assert_ledger_ok(&store).await;
+}
+
+/// A redemption refused in a batch of purchases is undone alone: its neighbours are kept and the
+/// batch is not sent round again (it used to be, with a savepoint per job, for every refusal).
+async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
+    let s = base_settings();
+    let store = setup(&db, &s).await;
+    let poor = member(&store, "poor").await;
+    give(&store, &s, &poor, 10, t0()).await;
+    let r = add_reward(&store, &s, reward(RewardKind::FixedDiscount, 100, None)).await;
+    let mut buyers = Vec::new();
+    for i in 0..30 {
+        buyers.push(member(&store, &format!("buyer-{i}")).await);
+    }
+    let replays = store.metrics().replays.load(Ordering::Relaxed);
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..2 {
+        for (i, b) in buyers.iter().enumerate() {
+            let (store, s, b) = (store.clone(), s.clone(), b.clone());
+            let order = format!("o-{round}-{i}");
+            tasks.spawn(async move {
+                buy(&store, &s, &b, &order, "20.00", t0()).await;
+                true
+            });
+        }
+        for _ in 0..3 {
+            let (store, s, m, r) = (store.clone(), s.clone(), poor.clone(), r.clone());
+            tasks.spawn(async move {
+                let refused = store.redeem_reward(T, &m, &r, s, None, us(t0())).await;
+                assert!(
+                    matches!(refused, Err(StoreError::Conflict(_))),
+                    "{refused:?}"
+                );
+                false
+            });
+        }
+    }
+    let (mut bought, mut refused) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        if done.expect("task") {
+            bought += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert_eq!((bought, refused), (60, 6));
+    assert_eq!(
+        store.metrics().replays.load(Ordering::Relaxed),
+        replays,
+        "no batch ran twice"
+    );
+    for b in &buyers {
+        assert_eq!(available(&store, &s, b).await, 40);
+    }
+    assert_eq!(available(&store, &s, &poor).await, 10);
     assert_ledger_ok(&store).await;
 }
 
@@ -1351,6 +1408,7 @@ async fn plan_perks_apply_only_while_the_subscription_is_active(db: TestDb) {
 
 on_both!(
     a_redemption_answers_the_coupon_and_balance_as_stored,
+    a_refused_redemption_does_not_send_its_batch_round_again,
     a_hundred_concurrent_redemptions_by_a_member_whose_balance_covers_ten_give_exactly_ten,
     a_reward_with_stock_five_redeemed_by_fifty_members_at_once_gives_exactly_five_coupons,
     a_coupon_redeemed_twice_is_refused_and_a_retry_with_its_key_replays_the_first_answer,

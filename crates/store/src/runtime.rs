@@ -728,7 +728,12 @@ fn writer_loop(
 /// Runs the batch without savepoints, its plain purchases posted together first; `false`
 /// when a job (or the purchases' group) failed and the pass must be undone. Answers how many
 /// purchases were posted together.
-fn fast_pass(c: &mut dyn Conn, jobs: &mut [Box<dyn WriteJob>], together: bool) -> Option<u64> {
+fn fast_pass(
+    c: &mut dyn Conn,
+    jobs: &mut [Box<dyn WriteJob>],
+    together: bool,
+    metrics: &StoreMetrics,
+) -> Option<u64> {
     let mut done = vec![false; jobs.len()];
     let (at, group): (Vec<usize>, Vec<&PurchaseJob>) = jobs
         .iter()
@@ -753,19 +758,52 @@ fn fast_pass(c: &mut dyn Conn, jobs: &mut [Box<dyn WriteJob>], together: bool) -
         }
     }
     let together = done.iter().filter(|d| **d).count() as u64;
-    jobs.iter_mut()
-        .zip(done)
-        .all(|(j, done)| done || j.run(c))
-        .then_some(together)
+    // Purchases nearly always succeed and run bare. Other jobs (redemptions, refunds, coupon
+    // burns, adjustments...) are refused often enough (points short, a coupon already used)
+    // that each runs under a savepoint: one refused is undone alone and the pass goes on, where
+    // it used to send the whole batch round again. SQLite copies every page first written
+    // while a savepoint is open, so there it is released at once; on PostgreSQL, where it
+    // costs a round trip and nothing else, it is released with the next one's opening, the
+    // last by the commit.
+    let release_at_once = c.dialect() == crate::conn::Dialect::Sqlite;
+    let mut open = false;
+    for (j, done) in jobs.iter_mut().zip(done) {
+        if done {
+            continue;
+        }
+        if j.purchase().is_some() {
+            if !j.run(c) {
+                return None;
+            }
+            continue;
+        }
+        let opening = if open {
+            "RELEASE SAVEPOINT job; SAVEPOINT job"
+        } else {
+            "SAVEPOINT job"
+        };
+        c.batch(opening).ok()?;
+        open = j.run(c);
+        if !open {
+            metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
+            c.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+                .ok()?;
+        } else if release_at_once {
+            c.batch("RELEASE SAVEPOINT job").ok()?;
+            open = false;
+        }
+    }
+    Some(together)
 }
 
 /// Runs a batch inside one transaction and leaves it ready to commit; an `Err` means the
 /// transaction is unusable and nothing of the batch may be kept.
 ///
-/// The fast pass runs the jobs back to back without savepoints: a savepoint per job costs a
-/// statement and a copy of every page the job touches, and jobs nearly always succeed. If one
-/// fails, the pass is rolled back and the batch runs again with a savepoint per job, so the
-/// failing job is undone alone and its neighbours go on.
+/// The fast pass runs the purchases back to back without savepoints: a savepoint per job costs
+/// a statement and a copy of every page the job touches, and purchases nearly always succeed;
+/// the other jobs, refused more often, run under a savepoint each (see `fast_pass`). If a
+/// purchase fails, the pass is rolled back and the batch runs again with a savepoint per job,
+/// so the failing job is undone alone and its neighbours go on.
 fn run_batch(
     c: &mut dyn Conn,
     begin: &str,
@@ -775,7 +813,7 @@ fn run_batch(
 ) -> std::result::Result<(), DbError> {
     c.batch(begin)
         .inspect_err(|e| tracing::error!(error = %e, "cannot begin a write transaction"))?;
-    if let Some(together) = fast_pass(c, jobs, together) {
+    if let Some(together) = fast_pass(c, jobs, together, metrics) {
         metrics
             .posted_together
             .fetch_add(together, Ordering::Relaxed);
