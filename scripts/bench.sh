@@ -24,7 +24,7 @@ echo "== SQLite over HTTP, 256 connections, full speed"
 $bin bench --members 10000 --connections 256 --duration-secs 20 --json "$out/sqlite-http-256.json"
 # Paced connections are spread over the period and a late request counts from when it was due.
 for rate in 5000 7500 12500; do
-  echo "== Latency at a set rate: $rate operations/s (80 % purchases), 256 connections"
+  echo "== Latency at a set rate: $rate operations/s (75 % purchases, 5 % redemptions), 256 connections"
   $bin bench --members 10000 --connections 256 --duration-secs 20 --rate $rate --json "$out/sqlite-mixed-$rate.json"
 done
 echo "== Batch endpoint, 100 purchases per request"

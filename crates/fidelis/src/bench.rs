@@ -32,6 +32,8 @@ pub struct BenchOptions {
     /// Share of operations that are redemptions of the bench's reward (the rest, after reads
     /// and redemptions, are purchases).
     pub redeem_share: f64,
+    /// Points the bench's reward costs.
+    pub reward_points: i64,
     /// Total operations per second to aim for (0: as fast as possible).
     pub rate: u64,
     pub inprocess: bool,
@@ -69,9 +71,10 @@ fn tenant_settings() -> ProgramSettings {
 
 const TENANT: &str = "bench";
 
-/// Points the bench's reward costs: less than the smallest purchase earns (7.50 at one point
-/// per unit), so a member redeeming after each of their purchases never runs short.
-const REWARD_COST: i64 = 5;
+/// Points the bench's reward costs by default: less than the smallest purchase earns (7.50 at
+/// one point per unit), so a member redeeming after each of their purchases never runs short.
+/// A dearer reward (`--reward-points`) measures refused redemptions (they count as failed).
+pub const REWARD_COST: i64 = 5;
 
 /// What `load` made: member ids, the API key, the reward to redeem, members loaded per second.
 struct Loaded {
@@ -82,7 +85,7 @@ struct Loaded {
 }
 
 /// Creates the tenant, a key, the reward and `n` members through the use cases.
-async fn load(url: &str, n: usize) -> anyhow::Result<Loaded> {
+async fn load(url: &str, n: usize, reward_points: i64) -> anyhow::Result<Loaded> {
     let store = db::open(url, Utc::now().timestamp_micros())?;
     let app = App::new(store.clone(), Arc::new(SystemClock));
     store
@@ -106,7 +109,7 @@ async fn load(url: &str, n: usize) -> anyhow::Result<Loaded> {
     let reward: fidelis_core::rewards::RewardInput = serde_json::from_value(json!({
         "kind": "fixed_discount",
         "title": "1.00 off",
-        "points_cost": REWARD_COST,
+        "points_cost": reward_points,
         "value": "1.00",
     }))?;
     let (reward, _) = app
@@ -633,7 +636,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         key,
         reward,
         rate: load_rate,
-    } = load(&url, o.members).await?;
+    } = load(&url, o.members, o.reward_points).await?;
     eprintln!("loaded {} members at {load_rate:.0}/s", members.len());
 
     let mut child = None;

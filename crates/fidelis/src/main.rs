@@ -105,6 +105,9 @@ enum Command {
         /// Default 0.05, or what --read-share leaves if less.
         #[arg(long)]
         redeem_share: Option<f64>,
+        /// Points the redeemed reward costs (more than members earn measures refusals).
+        #[arg(long, default_value_t = bench::REWARD_COST)]
+        reward_points: i64,
         /// Aim for this many operations per second in all (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -282,11 +285,15 @@ async fn main() -> anyhow::Result<()> {
             duration_secs,
             read_share,
             redeem_share,
+            reward_points,
             rate,
             inprocess,
             batch_size,
             json,
         } => {
+            if reward_points < 1 {
+                bail!("--reward-points must be at least 1");
+            }
             if !(0.0..=1.0).contains(&read_share) {
                 bail!("--read-share must be between 0 and 1");
             }
@@ -310,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
                 duration_secs,
                 read_share,
                 redeem_share,
+                reward_points,
                 rate,
                 inprocess,
                 batch_size,

@@ -133,3 +133,28 @@ fn shares_of_operations_beyond_the_whole_are_refused() {
         );
     }
 }
+
+#[test]
+fn refused_redemptions_fail_alone_and_send_no_batch_round_again() {
+    let report = bench(&[
+        "--inprocess",
+        "--redeem-share",
+        "0.2",
+        "--reward-points",
+        "1000000",
+    ]);
+    let redemptions = operation(&report, "redemption");
+    assert_eq!(redemptions["ok"], 0, "nobody can afford it: {report}");
+    assert!(redemptions["failed"].as_u64().unwrap_or(0) > 0, "{report}");
+    let purchases = operation(&report, "purchase");
+    assert!(purchases["ok"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert_eq!(purchases["failed"], 0, "{report}");
+    assert_eq!(report["write_path"]["batches_replayed"], 0.0, "{report}");
+    assert_eq!(report["ledger_ok"], true, "{report}");
+    let out = Command::new(BIN)
+        .args(["bench", "--reward-points", "0"])
+        .output()
+        .expect("fidelis bench runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--reward-points must be at least 1"));
+}
