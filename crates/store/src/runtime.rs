@@ -725,9 +725,10 @@ fn writer_loop(
     }
 }
 
-/// Runs the batch without savepoints, its plain purchases posted together first; `false`
-/// when a job (or the purchases' group) failed and the pass must be undone. Answers how many
-/// purchases were posted together.
+/// Runs the batch, its plain purchases posted together first, the other purchases bare and
+/// every other job under a savepoint of its own; `None` when a purchase (or the purchases'
+/// group, or a savepoint) failed and the pass must be undone. Answers how many purchases were
+/// posted together.
 fn fast_pass(
     c: &mut dyn Conn,
     jobs: &mut [Box<dyn WriteJob>],
