@@ -1238,10 +1238,16 @@ async fn donations_show_in_the_programme_totals(db: TestDb) {
     let store = setup(&db, &s).await;
     let a = member(&store, "a").await;
     give(&store, &s, &a, 1000, t0()).await;
-    store
+    let (first, _) = store
         .donate_points(T, &a, 150, "Red Cross", "key:app", None, us(t0()))
         .await
         .expect("donated");
+    assert_eq!(
+        first.balance.available,
+        available(&store, &s, &a).await,
+        "the answered balance is the stored one"
+    );
+    assert_eq!(first.balance.available, 850);
     store
         .donate_points(T, &a, 50, "Food Bank", "key:app", None, us(t0()))
         .await
