@@ -441,6 +441,9 @@ struct WritePath {
     max_batch: f64,
     syncs: f64,
     sync_micros: f64,
+    /// Reads held until what they saw was durable (SQLite), and how long in all.
+    reads_held: f64,
+    hold_micros: f64,
 }
 
 /// Reads the write path's counters: from the store in-process, else from the server's
@@ -465,6 +468,8 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
                 max_batch: get(&m.max_batch_seen),
                 syncs: get(&m.syncs),
                 sync_micros: get(&m.sync_micros_total),
+                reads_held: get(&m.reads_held),
+                hold_micros: get(&m.read_hold_micros_total),
             });
         }
         Driver::Http(addr) => {
@@ -483,6 +488,8 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
         max_batch: value(&text, "fidelis_store_max_batch"),
         syncs: value(&text, "fidelis_store_syncs_total"),
         sync_micros: value(&text, "fidelis_store_sync_micros_total"),
+        reads_held: value(&text, "fidelis_store_reads_held_total"),
+        hold_micros: value(&text, "fidelis_store_read_hold_micros_total"),
     })
 }
 
@@ -804,6 +811,14 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
                 String::new()
             }
         );
+        if w.syncs > 0.0 {
+            println!(
+                "reads held until what they saw was durable: {:.0} ({:.0} % of balance reads), {:.2} ms mean",
+                w.reads_held,
+                100.0 * w.reads_held / (reads.ok.len() as f64).max(1.0),
+                w.hold_micros / w.reads_held.max(1.0) / 1000.0
+            );
+        }
     }
     let operations = (purchases.ok.len() + reads.ok.len() + redemptions.ok.len()).max(1) as f64;
     let micros_per_op = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / operations;
@@ -855,6 +870,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             "run_ms_total": w.run_micros / 1000.0,
             "wal_syncs": w.syncs,
             "wal_sync_ms_total": w.sync_micros / 1000.0,
+            "reads_held": w.reads_held,
+            "read_hold_ms_total": w.hold_micros / 1000.0,
         })),
         "cpu_us_per_operation": json!({
             "server": (!o.inprocess).then(|| micros_per_op(cpu.server)),

@@ -98,6 +98,16 @@ impl Metrics {
                 &store.sync_micros_total,
             ),
             (
+                "fidelis_store_reads_held_total",
+                "Reads held until what they saw was durable (SQLite commits are shown before their WAL sync).",
+                &store.reads_held,
+            ),
+            (
+                "fidelis_store_read_hold_micros_total",
+                "Time those reads were held.",
+                &store.read_hold_micros_total,
+            ),
+            (
                 "fidelis_store_commits_failed_total",
                 "Group commits that failed (no job acknowledged).",
                 &store.commits_failed,

@@ -253,6 +253,21 @@ impl Conn for SqliteConn {
         }))
     }
 
+    fn watch_rows(
+        &mut self,
+        table: &'static str,
+        mut changed: fidelis_store::conn::RowWatch,
+    ) -> bool {
+        self.conn.update_hook(Some(
+            move |_: rusqlite::hooks::Action, _: &str, t: &str, rowid: i64| {
+                if t == table {
+                    changed(rowid);
+                }
+            },
+        ));
+        true
+    }
+
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
         let mut stmt = self.conn.prepare_cached(&translate(sql)).map_err(db_err)?;
         bind(&mut stmt, params)?;

@@ -19,6 +19,14 @@ impl Dialect {
             Dialect::Postgres => " FOR UPDATE",
         }
     }
+    /// A row's id as [`Conn::watch_rows`] reports it (SQLite's `rowid`); PostgreSQL watches
+    /// no rows, and reads a constant.
+    pub fn row_id(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "rowid",
+            Dialect::Postgres => "0",
+        }
+    }
     /// Like [`Dialect::for_update`], but rows another node holds are skipped (job claims).
     pub fn skip_locked(&self) -> &'static str {
         match self {
@@ -126,6 +134,9 @@ impl std::error::Error for DbError {}
 /// Makes committed work durable (see [`Conn::durability`]).
 pub type Sync = Box<dyn FnMut() -> Result<(), DbError> + Send>;
 
+/// Told the row id of each row changed in a watched table (see [`Conn::watch_rows`]).
+pub type RowWatch = Box<dyn FnMut(i64) + Send>;
+
 /// One database connection, used by one thread at a time.
 pub trait Conn: Send {
     fn dialect(&self) -> Dialect;
@@ -140,6 +151,13 @@ pub trait Conn: Send {
     /// it is acknowledged. `None` (the default): COMMIT itself is durable.
     fn durability(&self) -> Option<Sync> {
         None
+    }
+
+    /// Calls `changed` with the row id of every row this connection's writes insert, update
+    /// or delete in `table`, as each statement runs; false when the database offers no such
+    /// hook (PostgreSQL, which needs none: see the store's `fence`).
+    fn watch_rows(&mut self, _table: &'static str, _changed: RowWatch) -> bool {
+        false
     }
 
     /// True when the connection is gone for good and must be replaced.

@@ -475,19 +475,25 @@ impl BalanceRow {
     }
 }
 
-pub(crate) fn balance(
+/// A member's balance, and the id of the member's row (SQLite's `rowid`, see the store's
+/// `fence`; 0 on PostgreSQL).
+pub(crate) fn balance_of_row(
     c: &mut dyn Conn,
     tenant: &str,
     member: &str,
     settings: &ProgramSettings,
-) -> Result<Balance> {
+) -> Result<(Balance, i64)> {
     let row = c
         .query_one(
-            &format!("SELECT {BALANCE_COLUMNS} FROM members WHERE tenant_id = $1 AND id = $2"),
+            &format!(
+                "SELECT {BALANCE_COLUMNS}, {} FROM members WHERE tenant_id = $1 AND id = $2",
+                c.dialect().row_id()
+            ),
             &[tenant.into(), member.into()],
         )?
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
-    balance_of(c, tenant, member, &BalanceRow::at(&row, 0), settings)
+    let balance = balance_of(c, tenant, member, &BalanceRow::at(&row, 0), settings)?;
+    Ok((balance, row.int(4)))
 }
 
 /// The balance rows of the members whose id is one of `ids`, by id: one query for many

@@ -13,6 +13,7 @@ pub mod credit;
 pub mod dashboard;
 pub mod error;
 mod events;
+mod fence;
 mod grouped;
 mod idem;
 mod jobs;

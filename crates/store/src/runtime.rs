@@ -6,6 +6,7 @@
 
 use crate::conn::{Conn, DbError, Dialect};
 use crate::error::{Result, StoreError};
+use crate::fence::Fence;
 use crate::grouped::{Grouped, GroupedJob};
 use crate::model::Balance;
 use crate::model::PurchaseOutcome;
@@ -181,6 +182,9 @@ pub struct StoreMetrics {
     pub sync_micros_total: AtomicU64,
     /// Purchases posted together with others of their batch (multi-row statements).
     pub posted_together: AtomicU64,
+    /// Reads held until what they saw was durable (SQLite, see `fence`), and how long.
+    pub reads_held: AtomicU64,
+    pub read_hold_micros_total: AtomicU64,
 }
 
 struct Inner {
@@ -188,6 +192,9 @@ struct Inner {
     writers: Vec<Sender<Box<dyn WriteJob>>>,
     readers: Sender<ReadJob>,
     metrics: Arc<StoreMetrics>,
+    /// The writers whose commits are shown to readers before they are durable (SQLite): a
+    /// read is answered once what it saw is (see `fence`).
+    fences: Arc<[Arc<Fence>]>,
     /// Where the members' facts are asked for, when they are read many at a time.
     grouped: Option<Sender<GroupedJob>>,
     /// Dropped with the store, which stops the statistics thread (PostgreSQL).
@@ -223,9 +230,10 @@ impl Store {
         let statistics = (dialect == Dialect::Postgres).then(|| keep_statistics(&backend));
         let metrics = Arc::new(StoreMetrics::default());
         let mut writers = Vec::new();
+        let mut fences = Vec::new();
         let mut first = Some(first);
         for i in 0..opts.writers.max(1) {
-            let conn = match first.take() {
+            let mut conn = match first.take() {
                 Some(c) => c,
                 None => connect(&backend, false)?,
             };
@@ -233,7 +241,12 @@ impl Store {
             let metrics = metrics.clone();
             let max_batch = opts.max_batch.max(1);
             let synced = match conn.durability() {
-                Some(sync) => Some(start_syncer(i, sync, metrics.clone())?),
+                Some(sync) => {
+                    let fence = Arc::new(Fence::new());
+                    fence.watch(conn.as_mut());
+                    fences.push(fence.clone());
+                    Some(start_syncer(i, sync, fence, metrics.clone())?)
+                }
                 None => None,
             };
             std::thread::Builder::new()
@@ -283,6 +296,7 @@ impl Store {
                 readers: rtx,
                 grouped,
                 metrics,
+                fences: fences.into(),
                 _statistics: statistics,
             }),
         })
@@ -399,8 +413,9 @@ impl Store {
     pub async fn member_facts(&self, tenant: &str, key: &MemberKey) -> Result<Option<MemberFacts>> {
         let Some(grouped) = &self.inner.grouped else {
             let (tenant, key) = (tenant.to_string(), key.clone());
+            // Not held by the fences: the event's answer waits for a sync that covers this.
             return self
-                .read(move |c| crate::members::facts(c, &tenant, &key))
+                .read_unfenced(move |c| crate::members::facts(c, &tenant, &key))
                 .await;
         };
         let (reply, rx) = oneshot::channel();
@@ -419,8 +434,17 @@ impl Store {
     ) -> Result<Balance> {
         let Some(grouped) = &self.inner.grouped else {
             let (tenant, member) = (tenant.to_string(), member.to_string());
+            let fences = self.inner.fences.clone();
+            // Held only for the commits that changed this member's row (see `fence`).
             return self
-                .read(move |c| crate::ledger::balance(c, &tenant, &member, &settings))
+                .read_held(move |c| {
+                    let (balance, row) =
+                        match crate::ledger::balance_of_row(c, &tenant, &member, &settings) {
+                            Ok((b, row)) => (Ok(b), Some(row)),
+                            Err(e) => (Err(e), None),
+                        };
+                    (balance, fences.iter().map(|f| f.seen_row(row)).collect())
+                })
                 .await;
         };
         let (reply, rx) = oneshot::channel();
@@ -430,7 +454,10 @@ impl Store {
             settings,
             reply,
         };
-        self.ask_grouped(grouped, tenant, read, rx).await
+        let balance = self.ask_grouped(grouped, tenant, read, rx).await?;
+        // Numbered after the answer, which is later than the read: never too little.
+        self.hold(self.seen()).await?;
+        Ok(balance)
     }
 
     async fn ask_grouped<T>(
@@ -445,8 +472,63 @@ impl Store {
             .await
     }
 
-    /// Runs `f` on a reader connection (a snapshot of what has been committed).
+    /// Runs `f` on a reader connection (a snapshot of what has been committed) and answers
+    /// once what it read is durable (see `fence`).
     pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<T> + Send + 'static,
+    {
+        if self.inner.fences.is_empty() {
+            return self.read_unfenced(f).await;
+        }
+        let fences = self.inner.fences.clone();
+        self.read_held(move |c| {
+            let value = f(c);
+            // After the read: every commit it saw was numbered by then.
+            (value, fences.iter().map(|f| f.seen()).collect())
+        })
+        .await
+    }
+
+    /// Runs `f` on a reader and holds its answer, an error too (a member "not found" because
+    /// of an erasure not yet durable), until what `f` says it may have seen (one number per
+    /// fence) is durable.
+    async fn read_held<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> (Result<T>, Vec<u64>) + Send + 'static,
+    {
+        let (value, seen) = self.read_unfenced(move |c| Ok(f(c))).await?;
+        self.hold(seen).await?;
+        value
+    }
+
+    /// Numbers published so far, one per fence: what a read that has run may have seen.
+    fn seen(&self) -> Vec<u64> {
+        self.inner.fences.iter().map(|f| f.seen()).collect()
+    }
+
+    /// Holds a read's answer until what it may have seen (`seen`, one number per fence) is
+    /// durable.
+    async fn hold(&self, seen: Vec<u64>) -> Result<()> {
+        let started = Instant::now();
+        let mut held = false;
+        for (fence, seen) in self.inner.fences.iter().zip(seen) {
+            held |= fence.wait(seen).await?;
+        }
+        if held {
+            let m = &self.inner.metrics;
+            m.reads_held.fetch_add(1, Ordering::Relaxed);
+            m.read_hold_micros_total
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// [`Store::read`] answered at once, even with what is not yet durable: only for reads
+    /// that prepare a write, whose own answer waits for a sync covering what they saw.
+    async fn read_unfenced<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Conn) -> Result<T> + Send + 'static,
@@ -594,18 +676,25 @@ fn reader_loop(mut conn: Box<dyn Conn>, backend: &Arc<dyn Backend>, rx: Receiver
 }
 
 /// Replaces a connection the database dropped (a restart, a failover). If the database is
-/// still away the old one stays, and the next request fails and tries again.
-pub(crate) fn revive(conn: &mut Box<dyn Conn>, backend: &Arc<dyn Backend>, read_only: bool) {
+/// still away the old one stays, and the next request fails and tries again. True when the
+/// connection was replaced.
+pub(crate) fn revive(
+    conn: &mut Box<dyn Conn>,
+    backend: &Arc<dyn Backend>,
+    read_only: bool,
+) -> bool {
     if !conn.is_broken() {
-        return;
+        return false;
     }
     match backend.connect(read_only) {
         Ok(fresh) => {
             tracing::warn!("a database connection was lost; reconnected");
             *conn = fresh;
+            true
         }
         Err(e) => {
-            tracing::error!(error = %e, "a database connection was lost; reconnecting failed")
+            tracing::error!(error = %e, "a database connection was lost; reconnecting failed");
+            false
         }
     }
 }
@@ -616,8 +705,18 @@ struct Writer {
     together: bool,
     /// Where committed batches wait for their commit to be made durable (SQLite), if COMMIT
     /// alone is not.
-    synced: Option<Sender<Vec<Box<dyn WriteJob>>>>,
+    synced: Option<Syncer>,
 }
+
+/// A writer's syncer: committed batches go to it with their commit's number, and the fence
+/// numbers them.
+struct Syncer {
+    committed: Sender<Committed>,
+    fence: Arc<Fence>,
+}
+
+/// A committed batch (no jobs: a COMMIT that failed, whose number must still be passed).
+type Committed = (u64, Vec<Box<dyn WriteJob>>);
 
 /// Starts the thread that makes a writer's commits durable and only then answers them: it
 /// takes every batch committed since its last sync, syncs once, and answers them all. The
@@ -626,15 +725,18 @@ struct Writer {
 fn start_syncer(
     i: usize,
     mut sync: crate::conn::Sync,
+    fence: Arc<Fence>,
     metrics: Arc<StoreMetrics>,
-) -> Result<Sender<Vec<Box<dyn WriteJob>>>> {
-    let (tx, rx) = bounded::<Vec<Box<dyn WriteJob>>>(64);
+) -> Result<Syncer> {
+    let (tx, rx) = bounded::<Committed>(64);
+    let marks = fence.clone();
     std::thread::Builder::new()
         .name(format!("fidelis-sync-{i}"))
         .spawn(move || {
-            while let Ok(first) = rx.recv() {
+            while let Ok((mut upto, first)) = rx.recv() {
                 let mut batches = vec![first];
-                while let Ok(more) = rx.try_recv() {
+                while let Ok((n, more)) = rx.try_recv() {
+                    upto = upto.max(n);
                     batches.push(more);
                 }
                 let started = Instant::now();
@@ -647,13 +749,18 @@ fn start_syncer(
                     // Committed but not known to be on disk: nobody is told it succeeded.
                     tracing::error!(error = %e, "syncing committed writes failed; their requests are answered with the error");
                 }
+                // Readers first, so a client told of its write reads it without waiting.
+                marks.settle(upto, synced.is_ok());
                 for job in batches.into_iter().flatten() {
                     job.answer(synced.clone());
                 }
             }
         })
         .map_err(|e| StoreError::Busy(format!("cannot start the syncer: {e}")))?;
-    Ok(tx)
+    Ok(Syncer {
+        committed: tx,
+        fence,
+    })
 }
 
 fn writer_loop(
@@ -669,7 +776,11 @@ fn writer_loop(
         Dialect::Postgres => "BEGIN",
     };
     while let Ok(first) = rx.recv() {
-        revive(&mut conn, backend, false);
+        if revive(&mut conn, backend, false)
+            && let Some(s) = &w.synced
+        {
+            s.fence.watch(conn.as_mut());
+        }
         let c = conn.as_mut();
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
@@ -688,6 +799,9 @@ fn writer_loop(
         metrics
             .run_micros_total
             .fetch_add(ran.elapsed().as_micros() as u64, Ordering::Relaxed);
+        // Numbered before COMMIT shows the batch to readers (see `fence`); a batch rolled
+        // back is numbered too, as rows it changed were marked with the number.
+        let number = w.synced.as_ref().map(|s| s.fence.publish());
         let commit = match outcome {
             Ok(()) => {
                 let started = Instant::now();
@@ -707,16 +821,21 @@ fn writer_loop(
                 Err(StoreError::from(e))
             }
         };
-        match (&w.synced, commit) {
+        match (&w.synced, number, commit) {
             // Answered once the commit is on disk.
-            (Some(synced), Ok(())) => {
-                if let Err(e) = synced.send(jobs) {
-                    for job in e.into_inner() {
+            (Some(s), Some(n), Ok(())) => {
+                if let Err(e) = s.committed.send((n, jobs)) {
+                    for job in e.into_inner().1 {
                         job.answer(Err(StoreError::Busy("the syncer has stopped".into())));
                     }
                 }
             }
-            (_, commit) => {
+            (s, n, commit) => {
+                // A numbered batch that did not commit showed nothing; its number goes through
+                // the syncer all the same, in order, so the fence moves past it.
+                if let (Some(s), Some(n)) = (s, n) {
+                    let _ = s.committed.send((n, Vec::new()));
+                }
                 for job in jobs {
                     job.answer(commit.clone());
                 }
