@@ -365,6 +365,47 @@ async fn a_redemption_answers_the_coupon_and_balance_as_stored(db: TestDb) {
     assert_ledger_ok(&store).await;
 }
 
+/// An adjustment, credit or debit, answers the balance as stored and is the member's
+/// activity (it notes it through the member's lock, with redemptions and donations); a debit
+/// past the balance is refused and changes nothing.
+async fn an_adjustment_answers_the_stored_balance_and_is_the_members_activity(db: TestDb) {
+    let s = base_settings();
+    let store = setup(&db, &s).await;
+    let m = member(&store, "adjusted").await;
+    for (points, hours) in [(120, 1), (-45, 2), (-75, 3)] {
+        let at = t0() + Duration::hours(hours);
+        let (out, _) = store
+            .adjust(T, &m, points, "goodwill", "test", s.clone(), None, us(at))
+            .await
+            .expect("adjusted");
+        let balance = store.balance(T, &m, s.clone()).await.expect("balance");
+        assert_eq!(
+            (out.balance.available, out.balance.pending),
+            (balance.available, balance.pending),
+            "{points}"
+        );
+        let seen = store.member(T, &m).await.expect("member").last_activity_at;
+        let seen = seen.and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
+        assert_eq!(
+            seen.map(|t| t.with_timezone(&Utc)),
+            Some(at),
+            "an adjustment of {points} is the member's activity"
+        );
+    }
+    let before = store.member(T, &m).await.expect("member");
+    let later = us(t0() + Duration::hours(4));
+    let refused = store
+        .adjust(T, &m, -1, "too much", "test", s.clone(), None, later)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.member(T, &m).await.expect("member"), before);
+    assert_eq!(available(&store, &s, &m).await, 0);
+    assert_ledger_ok(&store).await;
+}
+
 /// A redemption refused in a batch of purchases is undone alone: its neighbours are kept and the
 /// batch is not sent round again (it used to be, with a savepoint per job, for every refusal).
 async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
@@ -1414,6 +1455,7 @@ async fn plan_perks_apply_only_while_the_subscription_is_active(db: TestDb) {
 
 on_both!(
     a_redemption_answers_the_coupon_and_balance_as_stored,
+    an_adjustment_answers_the_stored_balance_and_is_the_members_activity,
     a_refused_redemption_does_not_send_its_batch_round_again,
     a_hundred_concurrent_redemptions_by_a_member_whose_balance_covers_ten_give_exactly_ten,
     a_reward_with_stock_five_redeemed_by_fifty_members_at_once_gives_exactly_five_coupons,
