@@ -308,6 +308,31 @@ async fn a_reward_with_stock_five_redeemed_by_fifty_members_at_once_gives_exactl
     assert_ledger_ok(&store).await;
 }
 
+/// A write answered `answered` for member `m` at `at`: that is the balance stored, and the
+/// write is the member's last activity.
+async fn answered_as_stored_and_active(
+    store: &Store,
+    s: &ProgramSettings,
+    m: &str,
+    answered: &fidelis_store::model::BalanceNow,
+    at: DateTime<Utc>,
+    what: &str,
+) {
+    let balance = store.balance(T, m, s.clone()).await.expect("balance");
+    assert_eq!(
+        (answered.available, answered.pending),
+        (balance.available, balance.pending),
+        "{what}"
+    );
+    let seen = store.member(T, m).await.expect("member").last_activity_at;
+    let seen = seen.and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
+    assert_eq!(
+        seen.map(|t| t.with_timezone(&Utc)),
+        Some(at),
+        "{what} is the member's activity"
+    );
+}
+
 /// A redemption answers with the coupon and the balance as they are stored (it builds them
 /// from what it wrote rather than reading them back): for a coupon to use later and for one
 /// settled at once, taking points from two lots (three entries in one statement).
@@ -336,19 +361,7 @@ async fn a_redemption_answers_the_coupon_and_balance_as_stored(db: TestDb) {
             .find(|c| c.code == out.coupon.code)
             .expect("the coupon is stored");
         assert_eq!(out.coupon, stored, "{kind:?}");
-        let balance = store.balance(T, &m, s.clone()).await.expect("balance");
-        assert_eq!(
-            (out.balance.available, out.balance.pending),
-            (balance.available, balance.pending),
-            "{kind:?}"
-        );
-        let seen = store.member(T, &m).await.expect("member").last_activity_at;
-        let seen = seen.and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
-        assert_eq!(
-            seen.map(|t| t.with_timezone(&Utc)),
-            Some(at),
-            "a redemption is the member's activity"
-        );
+        answered_as_stored_and_active(&store, &s, &m, &out.balance, at, &format!("{kind:?}")).await;
     }
     // A refused redemption (short of points) leaves the member as it was, activity too.
     let before = store.member(T, &m).await.expect("member");
@@ -378,19 +391,15 @@ async fn an_adjustment_answers_the_stored_balance_and_is_the_members_activity(db
             .adjust(T, &m, points, "goodwill", "test", s.clone(), None, us(at))
             .await
             .expect("adjusted");
-        let balance = store.balance(T, &m, s.clone()).await.expect("balance");
-        assert_eq!(
-            (out.balance.available, out.balance.pending),
-            (balance.available, balance.pending),
-            "{points}"
-        );
-        let seen = store.member(T, &m).await.expect("member").last_activity_at;
-        let seen = seen.and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
-        assert_eq!(
-            seen.map(|t| t.with_timezone(&Utc)),
-            Some(at),
-            "an adjustment of {points} is the member's activity"
-        );
+        answered_as_stored_and_active(
+            &store,
+            &s,
+            &m,
+            &out.balance,
+            at,
+            &format!("adjustment of {points}"),
+        )
+        .await;
     }
     let before = store.member(T, &m).await.expect("member");
     let later = us(t0() + Duration::hours(4));
