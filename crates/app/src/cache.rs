@@ -27,10 +27,26 @@ impl<V> Default for TtlCache<V> {
 }
 
 impl<V: Clone> TtlCache<V> {
+    /// The entry, if fresh. When it has just gone stale, the first caller gets `None` (and
+    /// reads the database, then [`TtlCache::put`]s), while the entry is trusted for one more
+    /// [`TTL`] by every other caller meanwhile: a thousand requests arriving during that one
+    /// read used to read the database a thousand times.
     pub fn get(&self, key: &str) -> Option<V> {
-        let map = self.entries.read().ok()?;
-        let (at, v) = map.get(key)?;
-        (at.elapsed() < TTL).then(|| v.clone())
+        {
+            let map = self.entries.read().ok()?;
+            let (at, v) = map.get(key)?;
+            if at.elapsed() < TTL {
+                return Some(v.clone());
+            }
+        }
+        let mut map = self.entries.write().ok()?;
+        let (at, v) = map.get_mut(key)?;
+        if at.elapsed() < TTL {
+            // Another caller claimed the refresh meanwhile.
+            return Some(v.clone());
+        }
+        *at = Instant::now();
+        None
     }
 
     pub fn put(&self, key: &str, value: V) {
@@ -71,6 +87,19 @@ mod tests {
         assert_eq!(c.get("b"), Some(2));
         c.clear();
         assert_eq!(c.get("b"), None);
+    }
+
+    #[test]
+    fn a_stale_entry_is_read_again_by_one_caller_and_served_to_the_others() {
+        let c = TtlCache::default();
+        c.put("a", 1);
+        if let Ok(mut map) = c.entries.write() {
+            map.get_mut("a").expect("entry").0 -= TTL;
+        }
+        assert_eq!(c.get("a"), None, "the first caller reads the database");
+        assert_eq!(c.get("a"), Some(1), "the others are served meanwhile");
+        c.put("a", 2);
+        assert_eq!(c.get("a"), Some(2));
     }
 
     #[test]
