@@ -708,14 +708,15 @@ struct Writer {
     synced: Option<Syncer>,
 }
 
-/// A writer's syncer: committed batches go to it with their commit's number, and the fence
-/// numbers them.
+/// A writer's syncer: committed batches go to it with the number the writer took from the
+/// fence before their COMMIT, and it settles the fence once they are on disk.
 struct Syncer {
     committed: Sender<Committed>,
     fence: Arc<Fence>,
 }
 
-/// A committed batch (no jobs: a COMMIT that failed, whose number must still be passed).
+/// A committed batch and its number (no jobs: a batch rolled back or a COMMIT that failed,
+/// whose number must still be passed so the fence moves past it).
 type Committed = (u64, Vec<Box<dyn WriteJob>>);
 
 /// Starts the thread that makes a writer's commits durable and only then answers them: it
