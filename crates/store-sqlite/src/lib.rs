@@ -335,3 +335,32 @@ impl Conn for SqliteConn {
         self.conn.execute_batch(sql).map_err(db_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The repository's `.cargo/config.toml` builds SQLite without the global page cache and
+    /// memory statistics (docs/PERFORMANCE.md); a build that lost those flags is slower, not
+    /// wrong, and only this says so.
+    #[test]
+    fn sqlite_is_built_without_its_global_mutexes() {
+        let conn = rusqlite::Connection::open_in_memory().expect("in-memory database");
+        let mut stmt = conn.prepare("PRAGMA compile_options").expect("pragma");
+        let options: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .expect("compile options")
+            .collect::<Result<_, _>>()
+            .expect("compile options");
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "OMIT_SHARED_CACHE"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+}
