@@ -67,11 +67,24 @@ impl RulesEngine {
     /// The tenant's compiled active rules, fresh to within [`RULES_RECHECK`] of another node's
     /// change, and at once after this node's.
     pub async fn current(&self, tenant: &str) -> Result<Arc<RuleSet>, AppError> {
-        let known = {
+        {
             let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            match cache.get(tenant) {
+            if let Some(c) = cache.get(tenant)
+                && c.checked.elapsed() < RULES_RECHECK
+            {
+                return Ok(c.set.clone());
+            }
+        }
+        // Stale: the first caller checks the version, the others keep the compiled set
+        // meanwhile (every event arriving during the check used to read it again).
+        let known = {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            match cache.get_mut(tenant) {
                 Some(c) if c.checked.elapsed() < RULES_RECHECK => return Ok(c.set.clone()),
-                Some(c) => Some((c.version, c.set.clone())),
+                Some(c) => {
+                    c.checked = Instant::now();
+                    Some((c.version, c.set.clone()))
+                }
                 None => None,
             }
         };
@@ -79,10 +92,6 @@ impl RulesEngine {
         if let Some((v, set)) = known
             && v == version
         {
-            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = cache.get_mut(tenant) {
-                c.checked = Instant::now();
-            }
             return Ok(set);
         }
         let source = self.store.rule_source(tenant, false, None).await?;

@@ -130,6 +130,47 @@ fn rule_points(out: &PurchaseOutcome, rule: &str) -> i64 {
         .sum()
 }
 
+/// A rule activated through one node applies on another within [`RULES_RECHECK`]: the other
+/// node's compiled set is checked against the database's version once it is that old (by the
+/// first event to find it so; the others meanwhile keep the set they have).
+async fn a_rule_activated_on_one_node_applies_on_another_within_the_recheck(db: TestDb) {
+    let e = env(db, "2026-03-10T12:00:00Z").await;
+    let other = App::new(
+        e._db.store(t("2026-03-10T12:00:00Z").timestamp_micros()),
+        e.clock.clone(),
+    );
+    let buy_there = |order: &'static str| {
+        let (other, admin) = (&other, &e.admin);
+        async move {
+            let input: PurchaseInput = serde_json::from_value(json!({
+                "member": {"external_id": "c1"}, "order_id": order, "channel": "web",
+                "currency": "EUR", "total": "10.00", "lines": one_line("10.00"),
+            }))
+            .expect("a purchase");
+            other
+                .purchase(admin, input, None)
+                .await
+                .expect("purchase")
+                .0
+        }
+    };
+    let before = buy_there("o-1").await;
+    assert_eq!(before.points, 10, "no rule yet");
+    let rule = e
+        .rule(json!({"name": "Bonus", "trigger": "purchase", "effects": [{"type": "points", "points": 5}]}))
+        .await;
+    tokio::time::sleep(fidelis_app::rules::RULES_RECHECK + std::time::Duration::from_millis(50))
+        .await;
+    let after = buy_there("o-2").await;
+    assert_eq!(
+        rule_points(&after, &rule),
+        5,
+        "the other node's rule applies"
+    );
+    let again = buy_there("o-3").await;
+    assert_eq!(rule_points(&again, &rule), 5);
+}
+
 async fn caps_hold_under_50_concurrent_events_for_one_member(db: TestDb) {
     let e = Arc::new(env(db, "2026-03-10T12:00:00Z").await);
     let rule = e
@@ -464,6 +505,7 @@ async fn refund_rules_apply_once_per_refund(db: TestDb) {
 
 on_both!(
     refund_rules_apply_once_per_refund,
+    a_rule_activated_on_one_node_applies_on_another_within_the_recheck,
     caps_hold_under_50_concurrent_events_for_one_member,
     a_campaign_budget_holds_under_50_concurrent_events_across_members,
     a_weekend_rule_starts_at_saturday_midnight_in_the_programmes_zone,

@@ -528,7 +528,7 @@ impl Store {
 
     /// [`Store::read`] answered at once, even with what is not yet durable: only for reads
     /// that prepare a write, whose own answer waits for a sync covering what they saw.
-    pub(crate) async fn read_unfenced<T, F>(&self, f: F) -> Result<T>
+    async fn read_unfenced<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Conn) -> Result<T> + Send + 'static,
