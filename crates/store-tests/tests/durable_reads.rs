@@ -9,7 +9,7 @@ use fidelis_core::earn::{BaseEarner, EarnContext, Earner, MemberFacts, Trigger};
 use fidelis_core::event::{Channel, LineInput, MemberKey, MemberRef, PurchaseInput};
 use fidelis_store::conn::{RowWatch, Sync};
 use fidelis_store::model::MemberFields;
-use fidelis_store::{Backend, Conn, DbError, Dialect, Param, Row, Store, StoreOptions};
+use fidelis_store::{Backend, Conn, DbError, Dialect, LookupBy, Param, Row, Store, StoreOptions};
 use fidelis_store_tests::TestDb;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -213,7 +213,7 @@ async fn a_read_waits_until_what_it_shows_is_durable() {
         .expect("facts")
         .expect("enrolled");
     assert_eq!(facts.order_count, 1, "it sees the committed purchase");
-    // Another member's balance did not change in that commit: not held either.
+    // Another member's balance and profile did not change in that commit: not held either.
     let b = tokio::time::timeout(
         Duration::from_secs(2),
         store.balance(T, &other.id, s.clone()),
@@ -222,20 +222,39 @@ async fn a_read_waits_until_what_it_shows_is_durable() {
     .expect("another member's balance is not held")
     .expect("balance");
     assert_eq!(b.available, 0);
-    // A read not keyed by a member's row waits for every commit it may have seen.
+    let found = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.find_member(T, LookupBy::ExternalId, "c2"),
+    )
+    .await
+    .expect("another member's look-up is not held")
+    .expect("look-up");
+    assert_eq!(found.map(|f| f.id), Some(other.id.clone()));
+    // The buyer's profile changed in it (order count, activity): held. So is a read not
+    // keyed by one member's row (a page of members), for every commit it may have seen.
     let profile = tokio::spawn({
-        let (store, id) = (store.clone(), other.id.clone());
+        let (store, id) = (store.clone(), m.id.clone());
         async move { store.member(T, &id).await }
+    });
+    let page = tokio::spawn({
+        let store = store.clone();
+        async move { store.list_members(T, None, 10).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !profile.is_finished(),
-        "a member read answered before the sync"
+        "the buyer's profile answered before the sync"
+    );
+    assert!(
+        !page.is_finished(),
+        "a page of members answered before the sync"
     );
 
     gate.set(false);
     let (out, _) = bought.await.expect("task").expect("purchase");
-    profile.await.expect("task").expect("member");
+    let profile = profile.await.expect("task").expect("member");
+    assert_eq!(profile.order_count, 1);
+    page.await.expect("task").expect("members");
     assert_eq!(out.points, 42);
     let b = read.await.expect("task").expect("balance");
     assert_eq!(
@@ -244,14 +263,14 @@ async fn a_read_waits_until_what_it_shows_is_durable() {
     );
     assert_eq!(
         store.metrics().reads_held.load(Ordering::Relaxed),
-        held_before + 2,
-        "the balance and the member read were held"
+        held_before + 3,
+        "the balance, the profile and the page were held"
     );
     let b = store.balance(T, &m.id, s.clone()).await.expect("balance");
     assert_eq!(b.available, 42);
     assert_eq!(
         store.metrics().reads_held.load(Ordering::Relaxed),
-        held_before + 2,
+        held_before + 3,
         "once synced, reads are not held"
     );
 }

@@ -151,8 +151,10 @@ impl Store {
 
     pub async fn member(&self, tenant: &str, id: &str) -> Result<Member> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.read(move |c| crate::members::get(c, &tenant, &id))
-            .await
+        self.read_row(move |c| {
+            crate::members::get_with_row(c, &tenant, &id).map(|(m, row)| (m, Some(row)))
+        })
+        .await
     }
 
     pub async fn find_member(
@@ -162,8 +164,13 @@ impl Store {
         value: &str,
     ) -> Result<Option<Member>> {
         let (tenant, value) = (tenant.to_string(), value.to_string());
-        self.read(move |c| crate::members::find(c, &tenant, by, &value))
-            .await
+        self.read_row(move |c| {
+            crate::members::find(c, &tenant, by, &value).map(|found| match found {
+                Some((m, row)) => (Some(m), Some(row)),
+                None => (None, None),
+            })
+        })
+        .await
     }
 
     pub async fn patch_member(

@@ -17,8 +17,8 @@
 //!
 //! With no write in flight the durable mark equals the published number and a read is not
 //! held at all; under writes, a read waits for at most the sync in progress and the next one.
-//! A read of one member's row (the balance, the most frequent read) waits only if that row
-//! changed in a commit not yet durable: the writer's connection reports every members row its
+//! A read of one member's row (the balance, the most frequent read; the profile; a look-up)
+//! waits only if that row changed in a commit not yet durable: the writer's connection reports every members row its
 //! statements change (SQLite's update hook, [`Fence::watch`]), and the fence keeps, per bucket
 //! of row ids, the number of the last commit that changed one ([`Fence::seen_row`]). Under the
 //! benchmark's load the global number held 77 % of balance reads for 2 ms; by row, a read is

@@ -10,6 +10,9 @@ use fidelis_core::event::MemberKey;
 
 const COLUMNS: &str = "id, external_id, email, phone, name, birth_date, attributes, consents, order_count, lifetime_spend_minor, created_at, updated_at, last_activity_at";
 
+/// Where a member's row id follows [`COLUMNS`] in a read that asks for it.
+const ROW_ID: usize = 13;
+
 fn member(r: &Row) -> Member {
     let attributes = serde_json::from_str(&r.text(6)).unwrap_or_default();
     let consents: Vec<Consent> = serde_json::from_str(&r.text(7)).unwrap_or_default();
@@ -64,11 +67,19 @@ pub(crate) fn create(c: &mut dyn Conn, tenant: &str, f: &MemberFields, now: i64)
 }
 
 pub(crate) fn get(c: &mut dyn Conn, tenant: &str, id: &str) -> Result<Member> {
+    get_with_row(c, tenant, id).map(|(m, _)| m)
+}
+
+/// A member, and the id of their row (SQLite's `rowid`, see the store's `fence`).
+pub(crate) fn get_with_row(c: &mut dyn Conn, tenant: &str, id: &str) -> Result<(Member, i64)> {
     c.query_one(
-        &format!("SELECT {COLUMNS} FROM members WHERE tenant_id = $1 AND id = $2"),
+        &format!(
+            "SELECT {COLUMNS}, {} FROM members WHERE tenant_id = $1 AND id = $2",
+            c.dialect().row_id()
+        ),
         &[tenant.into(), id.into()],
     )?
-    .map(|r| member(&r))
+    .map(|r| (member(&r), r.int(ROW_ID)))
     .ok_or_else(|| StoreError::NotFound(format!("member `{id}`")))
 }
 
@@ -80,19 +91,20 @@ pub enum LookupBy {
     Phone,
 }
 
+/// The member a look-up finds, and the id of their row (see [`get_with_row`]).
 pub(crate) fn find(
     c: &mut dyn Conn,
     tenant: &str,
     by: LookupBy,
     value: &str,
-) -> Result<Option<Member>> {
+) -> Result<Option<(Member, i64)>> {
     let column = match by {
         LookupBy::ExternalId => "external_id",
         LookupBy::Email => "email",
         LookupBy::Phone => "phone",
     };
-    Ok(c.query_one(&format!("SELECT {COLUMNS} FROM members WHERE tenant_id = $1 AND {column} = $2 ORDER BY id LIMIT 1"), &[tenant.into(), value.into()])?
-        .map(|r| member(&r)))
+    Ok(c.query_one(&format!("SELECT {COLUMNS}, {} FROM members WHERE tenant_id = $1 AND {column} = $2 ORDER BY id LIMIT 1", c.dialect().row_id()), &[tenant.into(), value.into()])?
+        .map(|r| (member(&r), r.int(ROW_ID))))
 }
 
 pub(crate) fn patch(

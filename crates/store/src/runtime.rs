@@ -434,16 +434,11 @@ impl Store {
     ) -> Result<Balance> {
         let Some(grouped) = &self.inner.grouped else {
             let (tenant, member) = (tenant.to_string(), member.to_string());
-            let fences = self.inner.fences.clone();
             // Held only for the commits that changed this member's row (see `fence`).
             return self
-                .read_held(move |c| {
-                    let (balance, row) =
-                        match crate::ledger::balance_of_row(c, &tenant, &member, &settings) {
-                            Ok((b, row)) => (Ok(b), Some(row)),
-                            Err(e) => (Err(e), None),
-                        };
-                    (balance, fences.iter().map(|f| f.seen_row(row)).collect())
+                .read_row(move |c| {
+                    crate::ledger::balance_of_row(c, &tenant, &member, &settings)
+                        .map(|(b, row)| (b, Some(row)))
                 })
                 .await;
         };
@@ -502,6 +497,24 @@ impl Store {
         let (value, seen) = self.read_unfenced(move |c| Ok(f(c))).await?;
         self.hold(seen).await?;
         value
+    }
+
+    /// Runs `f`, a read of one member's row (its id as `f` answers it; None: no row found),
+    /// and holds its answer only for the commits that changed that row (see `fence`).
+    pub(crate) async fn read_row<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<(T, Option<i64>)> + Send + 'static,
+    {
+        let fences = self.inner.fences.clone();
+        self.read_held(move |c| {
+            let (value, row) = match f(c) {
+                Ok((value, row)) => (Ok(value), row),
+                Err(e) => (Err(e), None),
+            };
+            (value, fences.iter().map(|f| f.seen_row(row)).collect())
+        })
+        .await
     }
 
     /// Numbers published so far, one per fence: what a read that has run may have seen.
