@@ -239,8 +239,15 @@ impl Conn for SqliteConn {
     /// A writer's COMMIT writes its frames to the WAL and returns without syncing it (see
     /// `walbuf`); this syncs the WAL file, after which every frame written before is on disk
     /// (what SQLite's `FULL` would have done inside COMMIT, but off the writer's thread).
+    ///
+    /// The first sync also syncs the directory: SQLite syncs a new WAL's directory entry at
+    /// the WAL's first sync through its own VFS, which the commits synced here never make (the
+    /// writer's first checkpoint would, 64 commits later). Without it a file system that does
+    /// not order a new file's name before its data could lose the whole WAL, acknowledged
+    /// commits with it, in a power cut right after a fresh start.
     fn durability(&self) -> Option<fidelis_store::conn::Sync> {
         let wal = self.wal.clone()?;
+        let mut directory_synced = false;
         Some(Box::new(move || {
             let io = |e: std::io::Error| DbError {
                 kind: DbErrorKind::Other,
@@ -249,7 +256,12 @@ impl Conn for SqliteConn {
             std::fs::File::open(&wal)
                 .map_err(io)?
                 .sync_data()
-                .map_err(io)
+                .map_err(io)?;
+            if !directory_synced {
+                sync_directory_of(std::path::Path::new(&wal)).map_err(io)?;
+                directory_synced = true;
+            }
+            Ok(())
         }))
     }
 
@@ -336,8 +348,27 @@ impl Conn for SqliteConn {
     }
 }
 
+/// Syncs the directory holding `file`, so that its entry for the file is on disk.
+fn sync_directory_of(file: &std::path::Path) -> std::io::Result<()> {
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
+    /// A WAL named with or without a directory: its directory is found and synced.
+    #[test]
+    fn the_directory_of_a_wal_is_synced_wherever_it_is() {
+        let dir = std::env::temp_dir();
+        super::sync_directory_of(&dir.join("fidelis-x.db-wal")).expect("absolute path");
+        super::sync_directory_of(std::path::Path::new("fidelis-x.db-wal")).expect("bare name");
+        let missing = dir.join("fidelis-no-such-directory").join("x.db-wal");
+        assert!(super::sync_directory_of(&missing).is_err());
+    }
+
     /// The repository's `.cargo/config.toml` builds SQLite without the global page cache and
     /// memory statistics (docs/PERFORMANCE.md); a build that lost those flags is slower, not
     /// wrong, and only this says so.
