@@ -4,7 +4,8 @@
 //!
 //! The conformance scenarios themselves are in `tests/conformance.rs`.
 
-use fidelis_store::{Backend, Store, StoreOptions};
+use fidelis_store::conn::{RowWatch, Sync};
+use fidelis_store::{Backend, Conn, DbError, Dialect, Param, Row, Store, StoreOptions};
 use std::sync::Arc;
 
 pub use fidelis_store;
@@ -91,6 +92,90 @@ pub fn backend(url: &str) -> Arc<dyn Backend> {
             fidelis_store_pg::Postgres::from_url(url)
                 .unwrap_or_else(|e| panic!("bad postgres url {url}: {e}")),
         )
+    }
+}
+
+/// A valid purchase of one 42.00 EUR shoe at a till, by member id; the same each time for an
+/// order id, so sending it again is a replay.
+pub fn shoe_purchase(
+    member: &str,
+    order: &str,
+    s: &fidelis_core::ProgramSettings,
+) -> fidelis_core::event::Purchase {
+    use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput};
+    PurchaseInput {
+        member: MemberRef {
+            id: Some(member.into()),
+            external_id: None,
+        },
+        order_id: order.into(),
+        occurred_at: None,
+        channel: Channel::Pos,
+        store_id: None,
+        currency: "EUR".into(),
+        total: "42.00".into(),
+        lines: vec![LineInput {
+            sku: "shoe-1".into(),
+            category: None,
+            quantity: 1,
+            unit_price: "42.00".into(),
+        }],
+    }
+    .validate(s, chrono::Utc::now())
+    .expect("valid purchase")
+}
+
+/// A backend whose connections run `hook` before each sync of the writes they committed (on
+/// SQLite, in the store's syncer thread, before the WAL's `fdatasync`): tests hold the sync
+/// there, or look at the files as the sync finds them. Everything else is `inner`'s.
+pub struct BeforeSync {
+    pub inner: Arc<dyn Backend>,
+    pub hook: Arc<dyn Fn() + Send + std::marker::Sync>,
+}
+
+impl Backend for BeforeSync {
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+    fn connect(&self, read_only: bool) -> Result<Box<dyn Conn>, DbError> {
+        Ok(Box::new(BeforeSyncConn {
+            inner: self.inner.connect(read_only)?,
+            hook: self.hook.clone(),
+        }))
+    }
+}
+
+struct BeforeSyncConn {
+    inner: Box<dyn Conn>,
+    hook: Arc<dyn Fn() + Send + std::marker::Sync>,
+}
+
+impl Conn for BeforeSyncConn {
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
+        self.inner.execute(sql, params)
+    }
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+        self.inner.query(sql, params)
+    }
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.inner.batch(sql)
+    }
+    fn insert_id(&mut self, sql: &str, params: &[Param<'_>]) -> Result<i64, DbError> {
+        self.inner.insert_id(sql, params)
+    }
+    fn watch_rows(&mut self, table: &'static str, changed: RowWatch) -> bool {
+        self.inner.watch_rows(table, changed)
+    }
+    fn durability(&self) -> Option<Sync> {
+        let mut sync = self.inner.durability()?;
+        let hook = self.hook.clone();
+        Some(Box::new(move || {
+            hook();
+            sync()
+        }))
     }
 }
 

@@ -6,11 +6,10 @@
 
 use fidelis_core::ProgramSettings;
 use fidelis_core::earn::{BaseEarner, EarnContext, Earner, MemberFacts, Trigger};
-use fidelis_core::event::{Channel, LineInput, MemberKey, MemberRef, PurchaseInput};
-use fidelis_store::conn::{RowWatch, Sync};
+use fidelis_core::event::MemberKey;
 use fidelis_store::model::MemberFields;
-use fidelis_store::{Backend, Conn, DbError, Dialect, LookupBy, Param, Row, Store, StoreOptions};
-use fidelis_store_tests::TestDb;
+use fidelis_store::{Dialect, LookupBy, Store, StoreOptions};
+use fidelis_store_tests::{BeforeSync, TestDb, shoe_purchase};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -42,82 +41,6 @@ impl Gate {
     }
 }
 
-/// SQLite's connections, with the writer's sync passing the gate first.
-struct Gated {
-    inner: Arc<dyn Backend>,
-    gate: Arc<Gate>,
-}
-
-impl Backend for Gated {
-    fn dialect(&self) -> Dialect {
-        self.inner.dialect()
-    }
-    fn connect(&self, read_only: bool) -> Result<Box<dyn Conn>, DbError> {
-        Ok(Box::new(GatedConn {
-            inner: self.inner.connect(read_only)?,
-            gate: self.gate.clone(),
-        }))
-    }
-}
-
-struct GatedConn {
-    inner: Box<dyn Conn>,
-    gate: Arc<Gate>,
-}
-
-impl Conn for GatedConn {
-    fn dialect(&self) -> Dialect {
-        self.inner.dialect()
-    }
-    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
-        self.inner.execute(sql, params)
-    }
-    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
-        self.inner.query(sql, params)
-    }
-    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        self.inner.batch(sql)
-    }
-    fn insert_id(&mut self, sql: &str, params: &[Param<'_>]) -> Result<i64, DbError> {
-        self.inner.insert_id(sql, params)
-    }
-    fn watch_rows(&mut self, table: &'static str, changed: RowWatch) -> bool {
-        self.inner.watch_rows(table, changed)
-    }
-    fn durability(&self) -> Option<Sync> {
-        let mut sync = self.inner.durability()?;
-        let gate = self.gate.clone();
-        Some(Box::new(move || {
-            gate.pass();
-            sync()
-        }))
-    }
-}
-
-fn purchase(member: &str, order: &str, s: &ProgramSettings) -> fidelis_core::event::Purchase {
-    let now = chrono::Utc::now();
-    PurchaseInput {
-        member: MemberRef {
-            id: Some(member.into()),
-            external_id: None,
-        },
-        order_id: order.into(),
-        occurred_at: None,
-        channel: Channel::Pos,
-        store_id: None,
-        currency: "EUR".into(),
-        total: "42.00".into(),
-        lines: vec![LineInput {
-            sku: "shoe-1".into(),
-            category: None,
-            quantity: 1,
-            unit_price: "42.00".into(),
-        }],
-    }
-    .validate(s, now)
-    .expect("valid purchase")
-}
-
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..500 {
         if done() {
@@ -132,9 +55,12 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 async fn a_read_waits_until_what_it_shows_is_durable() {
     let db = TestDb::sqlite();
     let gate = Arc::new(Gate::default());
-    let backend = Arc::new(Gated {
+    let backend = Arc::new(BeforeSync {
         inner: fidelis_store_tests::backend(&db.url),
-        gate: gate.clone(),
+        hook: Arc::new({
+            let gate = gate.clone();
+            move || gate.pass()
+        }),
     });
     let now = chrono::Utc::now().timestamp_micros();
     let store = Store::start(backend, StoreOptions::for_dialect(Dialect::Sqlite), now)
@@ -174,7 +100,7 @@ async fn a_read_waits_until_what_it_shows_is_durable() {
 
     // The purchase commits; its sync waits at the closed gate.
     gate.set(true);
-    let p = purchase(&m.id, "o-1", &s);
+    let p = shoe_purchase(&m.id, "o-1", &s);
     let awards = BaseEarner.awards(&EarnContext {
         program: &s,
         event: Trigger::Purchase(&p),
