@@ -4,7 +4,9 @@
 //! cost). The operations are purchases, balance reads and redemptions of a reward (a
 //! connection redeems for a member it has just bought for, so the points are there). Prints
 //! throughput and p50/p99/p99.9 latency per operation, as a table and as JSON.
-//! Measures; asserts nothing.
+//! `--ceiling` sends only `GET /healthz` through the same server and connections: what HTTP
+//! on loopback and the load generator cost alone, the part of an operation's price that no
+//! change to the engine can remove. Measures; asserts nothing.
 
 use crate::db;
 use anyhow::{Context, bail};
@@ -40,6 +42,9 @@ pub struct BenchOptions {
     /// Purchases per request to the batch endpoint (0: one request each).
     pub batch_size: usize,
     pub json_out: Option<String>,
+    /// Every operation a `GET /healthz` (HTTP only): the ceiling of HTTP on loopback and of
+    /// the load generator on this machine, with no engine behind it.
+    pub ceiling: bool,
 }
 
 /// Latencies of one operation kind, in microseconds.
@@ -267,6 +272,7 @@ struct Shared {
     connections: usize,
     seq: AtomicU64,
     batch_size: usize,
+    ceiling: bool,
 }
 
 enum Driver {
@@ -316,7 +322,7 @@ async fn connection(
         }
         let member = &shared.members[(rand() % shared.members.len() as u64) as usize];
         let draw = (rand() % 10_000) as f64 / 10_000.0;
-        let is_read = draw < shared.read_share;
+        let is_read = shared.ceiling || draw < shared.read_share;
         // A redemption is due but nobody has bought yet on this connection: a purchase.
         let redeem_for = (!is_read && draw < shared.read_share + shared.redeem_share)
             .then(|| buyers.pop_front())
@@ -325,14 +331,12 @@ async fn connection(
         let ok = if is_read {
             match (&mut http, &*driver) {
                 (Some(h), _) => {
-                    h.call(
-                        "GET",
-                        &format!("/api/v1/members/{member}/balance"),
-                        &shared.key,
-                        None,
-                    )
-                    .await?
-                        == 200
+                    let path = if shared.ceiling {
+                        "/healthz".to_string()
+                    } else {
+                        format!("/api/v1/members/{member}/balance")
+                    };
+                    h.call("GET", &path, &shared.key, None).await? == 200
                 }
                 (None, Driver::InProcess(app)) => app.balance(&who, member).await.is_ok(),
                 _ => false,
@@ -699,6 +703,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         connections: o.connections.max(1),
         seq: AtomicU64::new(0),
         batch_size: o.batch_size,
+        ceiling: o.ceiling,
     });
     let server_pid = child.as_ref().and_then(|c: &Child| c.0.id());
     let on_postgres = kind == "postgres";
@@ -746,11 +751,16 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     } else {
         "purchase"
     };
-    for (name, s) in [
-        (purchase_name, &mut purchases),
-        ("balance", &mut reads),
-        ("redemption", &mut redemptions),
-    ] {
+    let ops = if o.ceiling {
+        vec![("healthz", &mut reads)]
+    } else {
+        vec![
+            (purchase_name, &mut purchases),
+            ("balance", &mut reads),
+            ("redemption", &mut redemptions),
+        ]
+    };
+    for (name, s) in ops {
         s.ok.sort_unstable();
         let row = json!({
             "operation": name,
@@ -791,7 +801,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         ledger.transactions,
         if ledger.ok() { "ok" } else { "BROKEN" }
     );
-    if let Some(w) = &write_path {
+    if let Some(w) = write_path.as_ref().filter(|_| !o.ceiling) {
         println!(
             "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean, writer busy {:.1} µs per write{}",
             w.batches,
@@ -858,6 +868,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     let report = json!({
         "database": kind,
         "mode": if o.inprocess { "inprocess" } else { "http" },
+        "ceiling": o.ceiling,
         "members": shared.members.len(),
         "connections": o.connections,
         "seconds": secs,

@@ -121,6 +121,10 @@ enum Command {
         /// Write the JSON report here ("-": standard output).
         #[arg(long)]
         json: Option<String>,
+        /// Every operation a `GET /healthz` through the same server and connections: what
+        /// HTTP on loopback and the load generator alone reach on this machine (HTTP only).
+        #[arg(long)]
+        ceiling: bool,
     },
     /// Import historical orders from CSV (one row per order line; see docs/PERFORMANCE.md).
     Import {
@@ -290,6 +294,7 @@ async fn main() -> anyhow::Result<()> {
             inprocess,
             batch_size,
             json,
+            ceiling,
         } => {
             if reward_points < 1 {
                 bail!("--reward-points must be at least 1");
@@ -307,6 +312,11 @@ async fn main() -> anyhow::Result<()> {
                     fidelis_http::MAX_BATCH_EVENTS
                 );
             }
+            if ceiling && (inprocess || batch_size > 0) {
+                bail!(
+                    "--ceiling measures HTTP alone; it cannot go with --inprocess or --batch-size"
+                );
+            }
             if batch_size > 0 && inprocess {
                 bail!("--batch-size drives the HTTP batch endpoint; it cannot go with --inprocess");
             }
@@ -322,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
                 inprocess,
                 batch_size,
                 json_out: json,
+                ceiling,
             })
             .await
         }

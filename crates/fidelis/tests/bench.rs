@@ -43,7 +43,7 @@ fn bench(extra: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("purchase"),
+        stdout.contains("purchase") || stdout.contains("healthz"),
         "the table names the operations:\n{stdout}"
     );
     let report: Value =
@@ -112,6 +112,40 @@ fn reads_only_leave_no_room_for_the_default_redemptions() {
     assert_eq!(operation(&report, "purchase")["ok"], 0, "{report}");
     assert_eq!(operation(&report, "redemption")["ok"], 0, "{report}");
     assert!(operation(&report, "balance")["ok"].as_u64().unwrap_or(0) > 0);
+}
+
+#[test]
+fn the_ceiling_sends_only_health_checks_through_the_same_server() {
+    let report = bench(&["--ceiling", "--rate", "400"]);
+    assert_eq!(report["ceiling"], true, "{report}");
+    assert_eq!(report["mode"], "http", "{report}");
+    assert_eq!(
+        report["operations"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    let health = operation(&report, "healthz");
+    assert!(health["ok"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert_eq!(health["failed"], 0, "{report}");
+    assert_eq!(
+        report["write_path"]["writes"], 0.0,
+        "nothing written: {report}"
+    );
+    for other in [
+        ["--ceiling", "--inprocess"],
+        ["--ceiling", "--batch-size=10"],
+    ] {
+        let out = Command::new(BIN)
+            .arg("bench")
+            .args(other)
+            .output()
+            .expect("fidelis bench runs");
+        assert!(!out.status.success(), "{other:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--ceiling measures HTTP alone"),
+            "{other:?}"
+        );
+    }
 }
 
 #[test]
