@@ -258,7 +258,11 @@ impl Conn for SqliteConn {
                 .sync_data()
                 .map_err(io)?;
             if !directory_synced {
-                sync_directory_of(std::path::Path::new(&wal)).map_err(io)?;
+                // As SQLite does: a file system that cannot sync a directory (some network and
+                // FUSE ones refuse) is not a reason to fail the commits.
+                if let Err(e) = sync_directory_of(std::path::Path::new(&wal)) {
+                    tracing::warn!(error = %e, wal = %wal, "cannot sync the WAL's directory");
+                }
                 directory_synced = true;
             }
             Ok(())
