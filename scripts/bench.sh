@@ -12,6 +12,8 @@ mkdir -p "$out"
 echo "== machine"; nproc; free -g | head -2; uptime
 echo "== SQLite over HTTP, 64 connections, full speed"
 $bin bench --members 10000 --connections 64 --duration-secs 20 --json "$out/sqlite-http.json"
+echo "== The ceiling: GET /healthz only, the same server and 64 connections (HTTP's own price)"
+$bin bench --members 10000 --connections 64 --duration-secs 10 --ceiling --json "$out/ceiling.json"
 echo "== SQLite in-process, 64 tasks"
 $bin bench --members 10000 --connections 64 --duration-secs 20 --inprocess --json "$out/sqlite-inprocess.json"
 echo "== SQLite in-process, 1,024 tasks (large batches)"
