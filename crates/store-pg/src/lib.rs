@@ -6,6 +6,7 @@
 //! A URL may carry `schema=NAME` (Fidelis's own parameter): the store then works in that
 //! schema, created if missing. Tests use it to give every test its own database.
 
+use fidelis_store::conn::WriteCount;
 use fidelis_store::{Backend, Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
 use postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement};
@@ -101,6 +102,7 @@ impl Backend for Postgres {
             client,
             statements: HashMap::new(),
             replan: Replan::default(),
+            written: WriteCount::default(),
         }))
     }
 }
@@ -120,6 +122,8 @@ struct PgConn {
     client: Client,
     statements: HashMap<String, Statement>,
     replan: Replan,
+    /// Statements that may have written (`Conn::may_have_written`).
+    written: WriteCount,
 }
 
 /// When a connection's prepared statements are next dropped (see [`FIRST_REPLAN`]).
@@ -154,6 +158,19 @@ impl Replan {
 }
 
 impl PgConn {
+    fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+        let stmt = self.statement(sql)?;
+        let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        Ok(self
+            .client
+            .query(&stmt, &refs)
+            .map_err(db_err)?
+            .iter()
+            .map(values)
+            .collect())
+    }
+
     fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
         if self.replan.due() {
             self.statements.clear();
@@ -233,6 +250,7 @@ impl Conn for PgConn {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
+        self.written.note(sql, false);
         let stmt = self.statement(sql)?;
         let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
@@ -240,20 +258,18 @@ impl Conn for PgConn {
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
-        let stmt = self.statement(sql)?;
-        let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        Ok(self
-            .client
-            .query(&stmt, &refs)
-            .map_err(db_err)?
-            .iter()
-            .map(values)
-            .collect())
+        let rows = self.rows(sql, params);
+        self.written.note(sql, rows.is_ok());
+        rows
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.written.note(sql, false);
         self.client.batch_execute(sql).map_err(db_err)
+    }
+
+    fn may_have_written(&self) -> Option<u64> {
+        Some(self.written.get())
     }
 
     fn is_broken(&self) -> bool {

@@ -4,6 +4,7 @@
 //! `unsafe` code in Fidelis), and the store syncs the WAL on another thread before it
 //! acknowledges anything (see `Conn::durability`), so an acknowledged write survives a crash. Statements are prepared once per connection and cached.
 
+use fidelis_store::conn::WriteCount;
 use fidelis_store::{Backend, Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
@@ -134,6 +135,7 @@ impl Backend for Sqlite {
             conn,
             commits: 0,
             wal: (!read_only).then(|| format!("{}-wal", self.path)),
+            written: WriteCount::default(),
         }))
     }
 }
@@ -201,6 +203,8 @@ struct SqliteConn {
     commits: u32,
     /// The write-ahead log a writer's commits go to.
     wal: Option<String>,
+    /// Statements that may have written (`Conn::may_have_written`).
+    written: WriteCount,
 }
 
 /// A writer finishes the checkpointer's work every this many commits: the WAL starts over
@@ -285,6 +289,7 @@ impl Conn for SqliteConn {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
+        self.written.note(sql, false);
         let mut stmt = self.conn.prepare_cached(&translate(sql)).map_err(db_err)?;
         bind(&mut stmt, params)?;
         Ok(stmt.raw_execute().map_err(db_err)? as u64)
@@ -309,6 +314,23 @@ impl Conn for SqliteConn {
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+        let rows = self.rows(sql, params);
+        self.written.note(sql, rows.is_ok());
+        rows
+    }
+
+    fn may_have_written(&self) -> Option<u64> {
+        Some(self.written.get())
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.written.note(sql, false);
+        self.statements(sql)
+    }
+}
+
+impl SqliteConn {
+    fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let mut stmt = self.conn.prepare_cached(&translate(sql)).map_err(db_err)?;
         bind(&mut stmt, params)?;
         let n = stmt.column_count();
@@ -330,7 +352,7 @@ impl Conn for SqliteConn {
         Ok(out)
     }
 
-    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+    fn statements(&mut self, sql: &str) -> Result<(), DbError> {
         // The writer's BEGIN and COMMIT come often: one statement is prepared once and cached.
         if !sql.contains(';') {
             let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;

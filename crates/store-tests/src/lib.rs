@@ -169,6 +169,9 @@ impl Conn for BeforeSyncConn {
     fn watch_rows(&mut self, table: &'static str, changed: RowWatch) -> bool {
         self.inner.watch_rows(table, changed)
     }
+    fn may_have_written(&self) -> Option<u64> {
+        self.inner.may_have_written()
+    }
     fn durability(&self) -> Option<Sync> {
         let mut sync = self.inner.durability()?;
         let hook = self.hook.clone();

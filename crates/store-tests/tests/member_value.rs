@@ -113,6 +113,20 @@ async fn buy(
     total: &str,
     at: DateTime<Utc>,
 ) -> fidelis_store::model::PurchaseOutcome {
+    try_buy(store, s, member, order, total, at)
+        .await
+        .expect("purchase")
+}
+
+/// A purchase at the till, as the HTTP layer posts it; its answer, refusals included.
+async fn try_buy(
+    store: &Store,
+    s: &ProgramSettings,
+    member: &str,
+    order: &str,
+    total: &str,
+    at: DateTime<Utc>,
+) -> Result<fidelis_store::model::PurchaseOutcome, StoreError> {
     let p = PurchaseInput {
         member: MemberRef {
             id: Some(member.into()),
@@ -142,8 +156,7 @@ async fn buy(
     store
         .purchase(T, p, awards, s.clone(), None, us(at))
         .await
-        .expect("purchase")
-        .0
+        .map(|(outcome, _)| outcome)
 }
 
 async fn refund(store: &Store, s: &ProgramSettings, order: &str, amount: &str, at: DateTime<Utc>) {
@@ -468,6 +481,58 @@ async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
         assert_eq!(available(&store, &s, b).await, 40);
     }
     assert_eq!(available(&store, &s, &poor).await, 10);
+    assert_ledger_ok(&store).await;
+}
+
+/// A purchase refused before it wrote anything (its order id already recorded with another
+/// total) is left out of its batch: its neighbours are kept and the batch is not sent round
+/// again with a savepoint per job (it was, for every such refusal).
+async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(db: TestDb) {
+    let s = base_settings();
+    let store = setup(&db, &s).await;
+    let mut buyers = Vec::new();
+    for i in 0..30 {
+        buyers.push(member(&store, &format!("buyer-{i}")).await);
+    }
+    // Orders the tills will send again with another total.
+    for (i, b) in buyers.iter().take(4).enumerate() {
+        buy(&store, &s, b, &format!("first-{i}"), "10.00", t0()).await;
+    }
+    let replays = store.metrics().replays.load(Ordering::Relaxed);
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..2 {
+        for (i, b) in buyers.iter().enumerate() {
+            let (store, s, b) = (store.clone(), s.clone(), b.clone());
+            let order = format!("o-{round}-{i}");
+            tasks.spawn(async move { try_buy(&store, &s, &b, &order, "20.00", t0()).await });
+        }
+        for (i, b) in buyers.iter().take(4).enumerate() {
+            let (store, s, b) = (store.clone(), s.clone(), b.clone());
+            let order = format!("first-{i}");
+            tasks.spawn(async move { try_buy(&store, &s, &b, &order, "99.00", t0()).await });
+        }
+    }
+    let (mut bought, mut refused) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("task") {
+            Ok(outcome) => {
+                assert!(!outcome.duplicate, "{outcome:?}");
+                bought += 1;
+            }
+            Err(StoreError::Conflict(_)) => refused += 1,
+            Err(e) => panic!("unexpected refusal: {e:?}"),
+        }
+    }
+    assert_eq!((bought, refused), (60, 8));
+    assert_eq!(
+        store.metrics().replays.load(Ordering::Relaxed),
+        replays,
+        "no batch ran twice"
+    );
+    for (i, b) in buyers.iter().enumerate() {
+        let first = if i < 4 { 10 } else { 0 };
+        assert_eq!(available(&store, &s, b).await, first + 40, "{b}");
+    }
     assert_ledger_ok(&store).await;
 }
 
@@ -1466,6 +1531,7 @@ on_both!(
     a_redemption_answers_the_coupon_and_balance_as_stored,
     an_adjustment_answers_the_stored_balance_and_is_the_members_activity,
     a_refused_redemption_does_not_send_its_batch_round_again,
+    a_purchase_refused_before_writing_does_not_send_its_batch_round_again,
     a_hundred_concurrent_redemptions_by_a_member_whose_balance_covers_ten_give_exactly_ten,
     a_reward_with_stock_five_redeemed_by_fifty_members_at_once_gives_exactly_five_coupons,
     a_coupon_redeemed_twice_is_refused_and_a_retry_with_its_key_replays_the_first_answer,

@@ -165,6 +165,15 @@ pub trait Conn: Send {
         false
     }
 
+    /// A count of the statements this connection has run that may have changed something in
+    /// its transaction: every statement but a successful `SELECT` (a failed one counts too:
+    /// PostgreSQL aborts the transaction of any statement that fails). The same count before
+    /// and after some work means the work left the transaction as it found it, so a job that
+    /// failed without writing needs no rollback. `None` (the default): unknown, always undo.
+    fn may_have_written(&self) -> Option<u64> {
+        None
+    }
+
     fn query_one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
@@ -178,6 +187,58 @@ pub trait Conn: Send {
                 kind: DbErrorKind::Other,
                 message: "an insert returned no id".into(),
             }),
+        }
+    }
+}
+
+/// Counts, for [`Conn::may_have_written`], the statements that may have written: the backends
+/// call it with each statement's text and whether it succeeded.
+#[derive(Debug, Default)]
+pub struct WriteCount(u64);
+
+impl WriteCount {
+    /// Notes one statement: only a successful `SELECT` leaves the count alone.
+    pub fn note(&mut self, sql: &str, ok: bool) {
+        let select = sql
+            .trim_start()
+            .get(..6)
+            .is_some_and(|w| w.eq_ignore_ascii_case("select"));
+        if !(ok && select) {
+            self.0 += 1;
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriteCount;
+
+    #[test]
+    fn only_a_successful_select_leaves_the_write_count_alone() {
+        let mut w = WriteCount::default();
+        for sql in ["SELECT 1", "  select id FROM members", "Select x"] {
+            w.note(sql, true);
+        }
+        assert_eq!(w.get(), 0);
+        // A failed SELECT counts (PostgreSQL aborts its transaction), as does anything else,
+        // whatever it starts with.
+        let others = [
+            ("SELECT 1", false),
+            ("INSERT INTO t VALUES (1)", true),
+            ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", true),
+            ("UPDATE t SET v = 1 RETURNING id", true),
+            ("SAVEPOINT job", true),
+            ("", true),
+            ("SELÉCT", true),
+            ("SELEC", true),
+        ];
+        for (i, (sql, ok)) in others.into_iter().enumerate() {
+            w.note(sql, ok);
+            assert_eq!(w.get(), i as u64 + 1, "{sql}");
         }
     }
 }
