@@ -2,7 +2,8 @@
 //! process, and drives it over HTTP on loopback from this process with N keep-alive
 //! connections (or, `--mode inprocess`, drives the use cases directly to isolate the engine's
 //! cost). The operations are purchases, balance reads and redemptions of a reward (a
-//! connection redeems for a member it has just bought for, so the points are there). Prints
+//! connection redeems for a member it has just bought for, so the points are there), and with
+//! `--resend-share` orders resent with another total, as tills do, each refused 409. Prints
 //! throughput and p50/p99/p99.9 latency per operation, as a table and as JSON.
 //! `--ceiling` sends only `GET /healthz` through the same server and connections: what HTTP
 //! on loopback and the load generator cost alone, the part of an operation's price that no
@@ -36,6 +37,9 @@ pub struct BenchOptions {
     pub redeem_share: f64,
     /// Points the bench's reward costs.
     pub reward_points: i64,
+    /// Share of purchases that resend the connection's previous order with another total, as
+    /// a till resending a changed basket: each is answered 409 (and counted as a `resend`).
+    pub resend_share: f64,
     /// Total operations per second to aim for (0: as fast as possible).
     pub rate: u64,
     pub inprocess: bool,
@@ -267,6 +271,7 @@ struct Shared {
     read_share: f64,
     redeem_share: f64,
     reward: String,
+    resend_share: f64,
     /// Microseconds between two operations of one connection when paced.
     pace_us: u64,
     connections: usize,
@@ -284,8 +289,11 @@ async fn connection(
     driver: Arc<Driver>,
     shared: Arc<Shared>,
     conn_no: usize,
-) -> anyhow::Result<[Samples; 3]> {
-    let [mut purchases, mut reads, mut redemptions] = [(); 3].map(|()| Samples::default());
+) -> anyhow::Result<[Samples; 4]> {
+    let [mut purchases, mut reads, mut redemptions, mut resends] =
+        [(); 4].map(|()| Samples::default());
+    // The order this connection sent last (member, order id, sequence), for resends.
+    let mut last_order: Option<(String, String, u64)> = None;
     // Members this connection bought for and has not redeemed for since, oldest first: one
     // redemption per purchase at most, each costing less than any purchase earns.
     let mut buyers: std::collections::VecDeque<String> = std::collections::VecDeque::new();
@@ -327,6 +335,15 @@ async fn connection(
         let redeem_for = (!is_read && draw < shared.read_share + shared.redeem_share)
             .then(|| buyers.pop_front())
             .flatten();
+        // A purchase may instead resend the previous order with another total (single
+        // purchases only; the batch endpoint's events are counted as recorded or not).
+        let resend_draw = (rand() % 10_000) as f64 / 10_000.0;
+        let resend = (!is_read
+            && redeem_for.is_none()
+            && shared.batch_size == 0
+            && resend_draw < shared.resend_share)
+            .then(|| last_order.clone())
+            .flatten();
         let started = due.unwrap_or_else(Instant::now);
         let ok = if is_read {
             match (&mut http, &*driver) {
@@ -362,6 +379,23 @@ async fn connection(
                 }
                 _ => false,
             }
+        } else if let Some((m, order, seq)) = &resend {
+            let mut input = purchase_body(m, order, *seq);
+            input.lines[1].quantity += 1;
+            input.total = changed_total(&input.total);
+            match (&mut http, &*driver) {
+                (Some(h), _) => {
+                    let body = serde_json::to_vec(&input)?;
+                    h.call("POST", "/api/v1/events/purchase", &shared.key, Some(&body))
+                        .await?
+                        == 409
+                }
+                (None, Driver::InProcess(app)) => matches!(
+                    app.purchase(&who, input, None).await,
+                    Err(fidelis_app::AppError::Conflict(_))
+                ),
+                _ => false,
+            }
         } else if shared.batch_size > 0 {
             let n = shared.batch_size;
             let events: Vec<serde_json::Value> = (0..n)
@@ -395,8 +429,10 @@ async fn connection(
             }
         } else {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-            let input = purchase_body(member, &format!("b{conn_no}-{seq}"), seq);
+            let order = format!("b{conn_no}-{seq}");
+            let input = purchase_body(member, &order, seq);
             remember(&mut buyers, member);
+            last_order = Some((member.clone(), order, seq));
             match (&mut http, &*driver) {
                 (Some(h), _) => {
                     let body = serde_json::to_vec(&input)?;
@@ -411,6 +447,8 @@ async fn connection(
         let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
         let s = if is_read {
             &mut reads
+        } else if resend.is_some() {
+            &mut resends
         } else if redeem_for.is_some() {
             &mut redemptions
         } else {
@@ -422,7 +460,13 @@ async fn connection(
             s.failed += 1;
         }
     }
-    Ok([purchases, reads, redemptions])
+    Ok([purchases, reads, redemptions, resends])
+}
+
+/// A purchase's total with 2.50 more (one more bag): the same order, another basket.
+fn changed_total(total: &str) -> String {
+    let minor = fidelis_core::money::parse_minor(total, 2).unwrap_or(0);
+    fidelis_core::money::format_minor(minor + 250, 2)
 }
 
 /// Notes a member a connection bought for (a purchase that failed leaves a redemption that
@@ -699,6 +743,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         read_share: o.read_share,
         redeem_share: o.redeem_share,
         reward,
+        resend_share: o.resend_share,
         pace_us: per_conn_pace,
         connections: o.connections.max(1),
         seq: AtomicU64::new(0),
@@ -713,9 +758,10 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     for i in 0..o.connections {
         set.spawn(connection(driver.clone(), shared.clone(), i));
     }
-    let [mut purchases, mut reads, mut redemptions] = [(); 3].map(|()| Samples::default());
+    let [mut purchases, mut reads, mut redemptions, mut resends] =
+        [(); 4].map(|()| Samples::default());
     while let Some(r) = set.join_next().await {
-        for (all, one) in [&mut purchases, &mut reads, &mut redemptions]
+        for (all, one) in [&mut purchases, &mut reads, &mut redemptions, &mut resends]
             .into_iter()
             .zip(r??)
         {
@@ -754,11 +800,15 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     let ops = if o.ceiling {
         vec![("healthz", &mut reads)]
     } else {
-        vec![
+        let mut ops = vec![
             (purchase_name, &mut purchases),
             ("balance", &mut reads),
             ("redemption", &mut redemptions),
-        ]
+        ];
+        if o.resend_share > 0.0 {
+            ops.push(("resend", &mut resends));
+        }
+        ops
     };
     for (name, s) in ops {
         s.ok.sort_unstable();
@@ -838,7 +888,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             );
         }
     }
-    let operations = (purchases.ok.len() + reads.ok.len() + redemptions.ok.len()).max(1) as f64;
+    let operations = (purchases.ok.len() + reads.ok.len() + redemptions.ok.len() + resends.ok.len())
+        .max(1) as f64;
     let micros_per_op = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / operations;
     let (all, busy, steal) = cpu.machine;
     let share = |t: u64| 100.0 * t as f64 / all.max(1) as f64;

@@ -108,6 +108,11 @@ enum Command {
         /// Points the redeemed reward costs (more than members earn measures refusals).
         #[arg(long, default_value_t = bench::REWARD_COST)]
         reward_points: i64,
+        /// Share of purchases that resend the connection's previous order with another total
+        /// (a till resending a changed basket), each answered 409 and counted as `resend`
+        /// (0 to 1; not with --batch-size).
+        #[arg(long, default_value_t = 0.0)]
+        resend_share: f64,
         /// Aim for this many operations per second in all (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -290,12 +295,21 @@ async fn main() -> anyhow::Result<()> {
             read_share,
             redeem_share,
             reward_points,
+            resend_share,
             rate,
             inprocess,
             batch_size,
             json,
             ceiling,
         } => {
+            if !(0.0..=1.0).contains(&resend_share) {
+                bail!("--resend-share must be between 0 and 1");
+            }
+            if resend_share > 0.0 && (batch_size > 0 || ceiling) {
+                bail!(
+                    "--resend-share resends single purchases; it cannot go with --batch-size or --ceiling"
+                );
+            }
             if reward_points < 1 {
                 bail!("--reward-points must be at least 1");
             }
@@ -328,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
                 read_share,
                 redeem_share,
                 reward_points,
+                resend_share,
                 rate,
                 inprocess,
                 batch_size,

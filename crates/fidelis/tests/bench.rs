@@ -53,6 +53,18 @@ fn bench(extra: &[&str]) -> Value {
     report
 }
 
+/// `fidelis bench` with these arguments exits with an error saying `says`.
+fn refused(args: &[&str], says: &str) {
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("fidelis bench runs");
+    assert!(!out.status.success(), "{args:?} was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(says), "{args:?}: {err}");
+}
+
 fn operation<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["operations"]
         .as_array()
@@ -131,21 +143,14 @@ fn the_ceiling_sends_only_health_checks_through_the_same_server() {
         report["write_path"]["writes"], 0.0,
         "nothing written: {report}"
     );
-    for other in [
-        ["--ceiling", "--inprocess"],
-        ["--ceiling", "--batch-size=10"],
-    ] {
-        let out = Command::new(BIN)
-            .arg("bench")
-            .args(other)
-            .output()
-            .expect("fidelis bench runs");
-        assert!(!out.status.success(), "{other:?} was accepted");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("--ceiling measures HTTP alone"),
-            "{other:?}"
-        );
-    }
+    refused(
+        &["--ceiling", "--inprocess"],
+        "--ceiling measures HTTP alone",
+    );
+    refused(
+        &["--ceiling", "--batch-size=10"],
+        "--ceiling measures HTTP alone",
+    );
 }
 
 #[test]
@@ -154,17 +159,7 @@ fn shares_of_operations_beyond_the_whole_are_refused() {
         ["--redeem-share", "1.5", "--read-share", "0"],
         ["--redeem-share", "0.2", "--read-share", "0.9"],
     ] {
-        let out = Command::new(BIN)
-            .arg("bench")
-            .args(shares)
-            .output()
-            .expect("fidelis bench runs");
-        assert!(!out.status.success(), "{shares:?} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("--redeem-share must be between 0 and 1"),
-            "{shares:?}: {err}"
-        );
+        refused(&shares, "--redeem-share must be between 0 and 1");
     }
 }
 
@@ -180,15 +175,46 @@ fn refused_redemptions_fail_alone_and_send_no_batch_round_again() {
     let redemptions = operation(&report, "redemption");
     assert_eq!(redemptions["ok"], 0, "nobody can afford it: {report}");
     assert!(redemptions["failed"].as_u64().unwrap_or(0) > 0, "{report}");
-    let purchases = operation(&report, "purchase");
+    purchases_kept_and_no_batch_replayed(&report);
+    refused(
+        &["--reward-points", "0"],
+        "--reward-points must be at least 1",
+    );
+}
+
+/// Every purchase went through, no batch ran twice, and the ledger verifies.
+fn purchases_kept_and_no_batch_replayed(report: &Value) {
+    let purchases = operation(report, "purchase");
     assert!(purchases["ok"].as_u64().unwrap_or(0) > 0, "{report}");
     assert_eq!(purchases["failed"], 0, "{report}");
     assert_eq!(report["write_path"]["batches_replayed"], 0.0, "{report}");
     assert_eq!(report["ledger_ok"], true, "{report}");
-    let out = Command::new(BIN)
-        .args(["bench", "--reward-points", "0"])
-        .output()
-        .expect("fidelis bench runs");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--reward-points must be at least 1"));
+}
+
+#[test]
+fn resent_orders_are_refused_alone_and_send_no_batch_round_again() {
+    for mode in [&["--inprocess"][..], &["--rate", "300"][..]] {
+        let mut args = vec!["--resend-share", "0.2"];
+        args.extend_from_slice(mode);
+        let report = bench(&args);
+        let resends = operation(&report, "resend");
+        assert!(
+            resends["ok"].as_u64().unwrap_or(0) > 0,
+            "each resend answered 409: {report}"
+        );
+        assert_eq!(resends["failed"], 0, "{report}");
+        purchases_kept_and_no_batch_replayed(&report);
+    }
+    refused(
+        &["--resend-share", "1.5"],
+        "--resend-share must be between 0 and 1",
+    );
+    refused(
+        &["--resend-share=-0.1"],
+        "--resend-share must be between 0 and 1",
+    );
+    refused(
+        &["--resend-share", "0.1", "--batch-size", "10"],
+        "--resend-share resends single purchases",
+    );
 }
