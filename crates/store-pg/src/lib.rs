@@ -158,6 +158,13 @@ impl Replan {
 }
 
 impl PgConn {
+    fn run(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
+        let stmt = self.statement(sql)?;
+        let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        self.client.execute(&stmt, &refs).map_err(db_err)
+    }
+
     fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql)?;
         let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
@@ -250,21 +257,19 @@ impl Conn for PgConn {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
-        self.written.note(sql, false);
-        let stmt = self.statement(sql)?;
-        let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        self.client.execute(&stmt, &refs).map_err(db_err)
+        let changed = self.run(sql, params);
+        self.written.executed(sql, changed.as_ref().ok().copied());
+        changed
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let rows = self.rows(sql, params);
-        self.written.note(sql, rows.is_ok());
+        self.written.queried(sql, rows.is_ok());
         rows
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        self.written.note(sql, false);
+        self.written.executed(sql, None);
         self.client.batch_execute(sql).map_err(db_err)
     }
 

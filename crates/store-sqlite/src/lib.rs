@@ -289,10 +289,9 @@ impl Conn for SqliteConn {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
-        self.written.note(sql, false);
-        let mut stmt = self.conn.prepare_cached(&translate(sql)).map_err(db_err)?;
-        bind(&mut stmt, params)?;
-        Ok(stmt.raw_execute().map_err(db_err)? as u64)
+        let changed = self.run(sql, params);
+        self.written.executed(sql, changed.as_ref().ok().copied());
+        changed
     }
 
     /// SQLite answers `RETURNING` through a temporary table built and dropped per statement;
@@ -315,7 +314,7 @@ impl Conn for SqliteConn {
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let rows = self.rows(sql, params);
-        self.written.note(sql, rows.is_ok());
+        self.written.queried(sql, rows.is_ok());
         rows
     }
 
@@ -324,12 +323,18 @@ impl Conn for SqliteConn {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        self.written.note(sql, false);
+        self.written.executed(sql, None);
         self.statements(sql)
     }
 }
 
 impl SqliteConn {
+    fn run(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
+        let mut stmt = self.conn.prepare_cached(&translate(sql)).map_err(db_err)?;
+        bind(&mut stmt, params)?;
+        Ok(stmt.raw_execute().map_err(db_err)? as u64)
+    }
+
     fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let mut stmt = self.conn.prepare_cached(&translate(sql)).map_err(db_err)?;
         bind(&mut stmt, params)?;

@@ -113,7 +113,7 @@ async fn buy(
     total: &str,
     at: DateTime<Utc>,
 ) -> fidelis_store::model::PurchaseOutcome {
-    try_buy(store, s, member, order, total, at)
+    try_buy(store, s, member, order, total, at, None)
         .await
         .expect("purchase")
 }
@@ -126,6 +126,7 @@ async fn try_buy(
     order: &str,
     total: &str,
     at: DateTime<Utc>,
+    idem: Option<IdemKey>,
 ) -> Result<fidelis_store::model::PurchaseOutcome, StoreError> {
     let p = PurchaseInput {
         member: MemberRef {
@@ -154,7 +155,7 @@ async fn try_buy(
         now: at,
     });
     store
-        .purchase(T, p, awards, s.clone(), None, us(at))
+        .purchase(T, p, awards, s.clone(), idem, us(at))
         .await
         .map(|(outcome, _)| outcome)
 }
@@ -485,8 +486,9 @@ async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
 }
 
 /// A purchase refused before it wrote anything (its order id already recorded with another
-/// total) is left out of its batch: its neighbours are kept and the batch is not sent round
-/// again with a savepoint per job (it was, for every such refusal).
+/// total, or its Idempotency-Key already used for another request) is left out of its batch:
+/// its neighbours are kept and the batch is not sent round again with a savepoint per job (it
+/// was, for every such refusal).
 async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(db: TestDb) {
     let s = base_settings();
     let store = setup(&db, &s).await;
@@ -494,22 +496,32 @@ async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(d
     for i in 0..30 {
         buyers.push(member(&store, &format!("buyer-{i}")).await);
     }
-    // Orders the tills will send again with another total.
+    // Orders the tills will send again with another total, and keys they will use again for
+    // another order.
+    let key = |i: usize, hash: &str| IdemKey {
+        key: format!("key-{i}"),
+        request_hash: hash.into(),
+    };
     for (i, b) in buyers.iter().take(4).enumerate() {
         buy(&store, &s, b, &format!("first-{i}"), "10.00", t0()).await;
+        let keyed = Some(key(i, "a"));
+        try_buy(&store, &s, b, &format!("keyed-{i}"), "5.00", t0(), keyed)
+            .await
+            .expect("a keyed purchase");
     }
     let replays = store.metrics().replays.load(Ordering::Relaxed);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut send = |b: &str, order: String, total: &'static str, k: Option<IdemKey>| {
+        let (store, s, b) = (store.clone(), s.clone(), b.to_string());
+        tasks.spawn(async move { try_buy(&store, &s, &b, &order, total, t0(), k).await });
+    };
     for round in 0..2 {
         for (i, b) in buyers.iter().enumerate() {
-            let (store, s, b) = (store.clone(), s.clone(), b.clone());
-            let order = format!("o-{round}-{i}");
-            tasks.spawn(async move { try_buy(&store, &s, &b, &order, "20.00", t0()).await });
+            send(b, format!("o-{round}-{i}"), "20.00", None);
         }
         for (i, b) in buyers.iter().take(4).enumerate() {
-            let (store, s, b) = (store.clone(), s.clone(), b.clone());
-            let order = format!("first-{i}");
-            tasks.spawn(async move { try_buy(&store, &s, &b, &order, "99.00", t0()).await });
+            send(b, format!("first-{i}"), "99.00", None);
+            send(b, format!("other-{round}-{i}"), "7.00", Some(key(i, "b")));
         }
     }
     let (mut bought, mut refused) = (0, 0);
@@ -523,14 +535,14 @@ async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(d
             Err(e) => panic!("unexpected refusal: {e:?}"),
         }
     }
-    assert_eq!((bought, refused), (60, 8));
+    assert_eq!((bought, refused), (60, 16));
     assert_eq!(
         store.metrics().replays.load(Ordering::Relaxed),
         replays,
         "no batch ran twice"
     );
     for (i, b) in buyers.iter().enumerate() {
-        let first = if i < 4 { 10 } else { 0 };
+        let first = if i < 4 { 10 + 5 } else { 0 };
         assert_eq!(available(&store, &s, b).await, first + 40, "{b}");
     }
     assert_ledger_ok(&store).await;

@@ -192,18 +192,30 @@ pub trait Conn: Send {
 }
 
 /// Counts, for [`Conn::may_have_written`], the statements that may have written: the backends
-/// call it with each statement's text and whether it succeeded.
+/// call it with each statement's text and what came of it.
 #[derive(Debug, Default)]
 pub struct WriteCount(u64);
 
 impl WriteCount {
-    /// Notes one statement: only a successful `SELECT` leaves the count alone.
-    pub fn note(&mut self, sql: &str, ok: bool) {
-        let select = sql
-            .trim_start()
-            .get(..6)
-            .is_some_and(|w| w.eq_ignore_ascii_case("select"));
-        if !(ok && select) {
+    /// Notes a statement run for its rows: only a successful `SELECT` leaves the count alone.
+    pub fn queried(&mut self, sql: &str, ok: bool) {
+        if !(ok && first_word_is(sql, &["select"])) {
+            self.0 += 1;
+        }
+    }
+
+    /// Notes a statement run for its effect (`changed`: the rows it changed, `None` if it
+    /// failed). A successful `INSERT`, `UPDATE` or `DELETE` that changed no row (an insert that
+    /// met its `ON CONFLICT DO NOTHING`, an update that matched nothing) leaves the
+    /// transaction as it was, as does a `SELECT`; anything else counts. The schema has no
+    /// triggers, so a statement's changed rows are all it wrote.
+    pub fn executed(&mut self, sql: &str, changed: Option<u64>) {
+        let unchanged = match changed {
+            Some(0) => first_word_is(sql, &["insert", "update", "delete", "select"]),
+            Some(_) => first_word_is(sql, &["select"]),
+            None => false,
+        };
+        if !unchanged {
             self.0 += 1;
         }
     }
@@ -213,31 +225,76 @@ impl WriteCount {
     }
 }
 
+/// True when `sql`'s first word is one of `words` (lower case), in any case.
+fn first_word_is(sql: &str, words: &[&str]) -> bool {
+    let first = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next();
+    first.is_some_and(|w| words.iter().any(|k| w.eq_ignore_ascii_case(k)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::WriteCount;
 
     #[test]
-    fn only_a_successful_select_leaves_the_write_count_alone() {
+    fn only_a_successful_select_leaves_the_count_of_queries_alone() {
         let mut w = WriteCount::default();
-        for sql in ["SELECT 1", "  select id FROM members", "Select x"] {
-            w.note(sql, true);
+        for sql in [
+            "SELECT 1",
+            "  select id FROM members",
+            "Select x",
+            "SELECT(1)",
+        ] {
+            w.queried(sql, true);
         }
         assert_eq!(w.get(), 0);
         // A failed SELECT counts (PostgreSQL aborts its transaction), as does anything else,
         // whatever it starts with.
         let others = [
             ("SELECT 1", false),
-            ("INSERT INTO t VALUES (1)", true),
+            ("INSERT INTO t VALUES (1) RETURNING id", true),
             ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", true),
             ("UPDATE t SET v = 1 RETURNING id", true),
             ("SAVEPOINT job", true),
             ("", true),
             ("SELÉCT", true),
             ("SELEC", true),
+            ("SELECTED", true),
         ];
         for (i, (sql, ok)) in others.into_iter().enumerate() {
-            w.note(sql, ok);
+            w.queried(sql, ok);
+            assert_eq!(w.get(), i as u64 + 1, "{sql}");
+        }
+    }
+
+    #[test]
+    fn only_statements_that_changed_nothing_leave_the_count_of_executions_alone() {
+        let mut w = WriteCount::default();
+        for (sql, changed) in [
+            ("INSERT INTO k VALUES (1) ON CONFLICT DO NOTHING", Some(0)),
+            ("update t SET v = 1 WHERE id = 2", Some(0)),
+            ("DELETE FROM t WHERE id = 2", Some(0)),
+            ("SELECT 1", Some(0)),
+            ("SELECT 1", Some(1)),
+        ] {
+            w.executed(sql, changed);
+        }
+        assert_eq!(w.get(), 0);
+        let others = [
+            ("INSERT INTO t VALUES (1)", Some(1)),
+            ("UPDATE t SET v = 1", Some(3)),
+            ("INSERT INTO t VALUES (1)", None),
+            ("SELECT 1", None),
+            // Statements whose changed-row count means nothing (SQLite answers the last
+            // insert's): whatever they answer, they count.
+            ("CREATE TABLE x (a INT)", Some(0)),
+            ("PRAGMA user_version = 3", Some(0)),
+            ("WITH x AS (SELECT 1) DELETE FROM t", Some(0)),
+        ];
+        for (i, (sql, changed)) in others.into_iter().enumerate() {
+            w.executed(sql, changed);
             assert_eq!(w.get(), i as u64 + 1, "{sql}");
         }
     }
