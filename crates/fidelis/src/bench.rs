@@ -40,6 +40,8 @@ pub struct BenchOptions {
     /// Share of purchases that resend the connection's previous order with another total, as
     /// a till resending a changed basket: each is answered 409 (and counted as a `resend`).
     pub resend_share: f64,
+    /// Every purchase and redemption sends an `Idempotency-Key`, as careful integrations do.
+    pub idempotency_keys: bool,
     /// Total operations per second to aim for (0: as fast as possible).
     pub rate: u64,
     pub inprocess: bool,
@@ -220,6 +222,7 @@ impl Http {
         method: &str,
         path: &str,
         key: &str,
+        idem: Option<&str>,
         body: Option<&[u8]>,
     ) -> anyhow::Result<u16> {
         self.head.clear();
@@ -227,8 +230,12 @@ impl Http {
         let len = body.map_or(0, <[u8]>::len);
         let _ = write!(
             self.head,
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n"
         );
+        if let Some(k) = idem {
+            let _ = write!(self.head, "Idempotency-Key: {k}\r\n");
+        }
+        self.head.push_str("\r\n");
         let s = self.stream.get_mut();
         s.write_all(self.head.as_bytes()).await?;
         if let Some(b) = body {
@@ -272,6 +279,7 @@ struct Shared {
     redeem_share: f64,
     reward: String,
     resend_share: f64,
+    idempotency_keys: bool,
     /// Microseconds between two operations of one connection when paced.
     pace_us: u64,
     connections: usize,
@@ -353,12 +361,14 @@ async fn connection(
                     } else {
                         format!("/api/v1/members/{member}/balance")
                     };
-                    h.call("GET", &path, &shared.key, None).await? == 200
+                    h.call("GET", &path, &shared.key, None, None).await? == 200
                 }
                 (None, Driver::InProcess(app)) => app.balance(&who, member).await.is_ok(),
                 _ => false,
             }
         } else if let Some(m) = &redeem_for {
+            let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+            let idem = shared.idem_key(format!("r{conn_no}-{seq}"));
             match (&mut http, &*driver) {
                 (Some(h), _) => {
                     let body = serde_json::to_vec(&json!({ "reward_id": shared.reward }))?;
@@ -366,6 +376,7 @@ async fn connection(
                         "POST",
                         &format!("/api/v1/members/{m}/redemptions"),
                         &shared.key,
+                        idem.as_deref(),
                         Some(&body),
                     )
                     .await?
@@ -375,7 +386,9 @@ async fn connection(
                     let input = fidelis_app::rewards::RedemptionInput {
                         reward_id: shared.reward.clone(),
                     };
-                    app.redeem_reward(&who, m, input, None).await.is_ok()
+                    app.redeem_reward(&who, m, input, in_process_key(idem))
+                        .await
+                        .is_ok()
                 }
                 _ => false,
             }
@@ -383,15 +396,18 @@ async fn connection(
             let mut input = purchase_body(m, order, *seq);
             input.lines[1].quantity += 1;
             input.total = changed_total(&input.total);
+            // Another request, so another key (when keys are sent).
+            let idem = shared.idem_key(format!("{order}-again"));
             match (&mut http, &*driver) {
                 (Some(h), _) => {
                     let body = serde_json::to_vec(&input)?;
-                    h.call("POST", "/api/v1/events/purchase", &shared.key, Some(&body))
+                    let path = "/api/v1/events/purchase";
+                    h.call("POST", path, &shared.key, idem.as_deref(), Some(&body))
                         .await?
                         == 409
                 }
                 (None, Driver::InProcess(app)) => matches!(
-                    app.purchase(&who, input, None).await,
+                    app.purchase(&who, input, in_process_key(idem)).await,
                     Err(fidelis_app::AppError::Conflict(_))
                 ),
                 _ => false,
@@ -416,7 +432,13 @@ async fn connection(
             match &mut http {
                 Some(h) => {
                     let status = h
-                        .call("POST", "/api/v1/events/batch", &shared.key, Some(&body))
+                        .call(
+                            "POST",
+                            "/api/v1/events/batch",
+                            &shared.key,
+                            None,
+                            Some(&body),
+                        )
                         .await?;
                     let failed = serde_json::from_slice::<serde_json::Value>(&h.body)
                         .ok()
@@ -432,15 +454,20 @@ async fn connection(
             let order = format!("b{conn_no}-{seq}");
             let input = purchase_body(member, &order, seq);
             remember(&mut buyers, member);
+            let idem = shared.idem_key(order.clone());
             last_order = Some((member.clone(), order, seq));
             match (&mut http, &*driver) {
                 (Some(h), _) => {
                     let body = serde_json::to_vec(&input)?;
-                    h.call("POST", "/api/v1/events/purchase", &shared.key, Some(&body))
+                    let path = "/api/v1/events/purchase";
+                    h.call("POST", path, &shared.key, idem.as_deref(), Some(&body))
                         .await?
                         == 201
                 }
-                (None, Driver::InProcess(app)) => app.purchase(&who, input, None).await.is_ok(),
+                (None, Driver::InProcess(app)) => app
+                    .purchase(&who, input, in_process_key(idem))
+                    .await
+                    .is_ok(),
                 _ => false,
             }
         };
@@ -461,6 +488,22 @@ async fn connection(
         }
     }
     Ok([purchases, reads, redemptions, resends])
+}
+
+impl Shared {
+    /// The `Idempotency-Key` a request sends, if keys are sent.
+    fn idem_key(&self, key: String) -> Option<String> {
+        self.idempotency_keys.then_some(key)
+    }
+}
+
+/// A key as the HTTP layer would pass it to the use cases (each bench request has a key of
+/// its own, so the key stands for the request's hash too).
+fn in_process_key(key: Option<String>) -> Option<fidelis_store::IdemKey> {
+    key.map(|k| fidelis_store::IdemKey {
+        request_hash: k.clone(),
+        key: k,
+    })
 }
 
 /// A purchase's total with 2.50 more (one more bag): the same order, another basket.
@@ -522,7 +565,7 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
         }
         Driver::Http(addr) => {
             let mut h = Http::connect(addr).await.ok()?;
-            (h.call("GET", "/metrics", key, None).await.ok()? == 200)
+            (h.call("GET", "/metrics", key, None, None).await.ok()? == 200)
                 .then(|| String::from_utf8_lossy(&h.body).into_owned())?
         }
     };
@@ -744,6 +787,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         redeem_share: o.redeem_share,
         reward,
         resend_share: o.resend_share,
+        idempotency_keys: o.idempotency_keys,
         pace_us: per_conn_pace,
         connections: o.connections.max(1),
         seq: AtomicU64::new(0),
@@ -920,6 +964,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "database": kind,
         "mode": if o.inprocess { "inprocess" } else { "http" },
         "ceiling": o.ceiling,
+        "idempotency_keys": o.idempotency_keys,
+        "resend_share": o.resend_share,
         "members": shared.members.len(),
         "connections": o.connections,
         "seconds": secs,

@@ -113,6 +113,10 @@ enum Command {
         /// (0 to 1; not with --batch-size).
         #[arg(long, default_value_t = 0.0)]
         resend_share: f64,
+        /// Every purchase and redemption sends an `Idempotency-Key` (not with --batch-size or
+        /// --ceiling).
+        #[arg(long)]
+        idempotency_keys: bool,
         /// Aim for this many operations per second in all (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -296,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
             redeem_share,
             reward_points,
             resend_share,
+            idempotency_keys,
             rate,
             inprocess,
             batch_size,
@@ -304,6 +309,11 @@ async fn main() -> anyhow::Result<()> {
         } => {
             if !(0.0..=1.0).contains(&resend_share) {
                 bail!("--resend-share must be between 0 and 1");
+            }
+            if idempotency_keys && (batch_size > 0 || ceiling) {
+                bail!(
+                    "--idempotency-keys keys single requests; it cannot go with --batch-size or --ceiling"
+                );
             }
             if resend_share > 0.0 && (batch_size > 0 || ceiling) {
                 bail!(
@@ -343,6 +353,7 @@ async fn main() -> anyhow::Result<()> {
                 redeem_share,
                 reward_points,
                 resend_share,
+                idempotency_keys,
                 rate,
                 inprocess,
                 batch_size,

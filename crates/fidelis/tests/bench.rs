@@ -218,3 +218,25 @@ fn resent_orders_are_refused_alone_and_send_no_batch_round_again() {
         "--resend-share resends single purchases",
     );
 }
+
+#[test]
+fn keyed_requests_are_recorded_once_with_their_keys() {
+    for (mode, name) in [
+        (&["--inprocess"][..], "inprocess"),
+        (&["--rate", "300"], "http"),
+    ] {
+        let mut args = vec!["--idempotency-keys", "--redeem-share", "0.2"];
+        args.extend_from_slice(mode);
+        let report = bench(&args);
+        check(&report, name);
+        assert_eq!(report["idempotency_keys"], true, "{report}");
+    }
+    refused(
+        &["--idempotency-keys", "--batch-size", "10"],
+        "--idempotency-keys keys single requests",
+    );
+    refused(
+        &["--idempotency-keys", "--ceiling"],
+        "--idempotency-keys keys single requests",
+    );
+}

@@ -9,7 +9,7 @@ use fidelis_core::earn::{BaseEarner, EarnContext, Earner, MemberFacts, Trigger};
 use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput, RefundInput};
 use fidelis_core::program::{ExpiryPolicy, RefundPolicy};
 use fidelis_store::model::MemberFields;
-use fidelis_store::{Store, StoreOptions, Value};
+use fidelis_store::{IdemKey, Store, StoreOptions, Value};
 use fidelis_store_tests::{TestDb, on_both};
 use std::sync::atomic::Ordering;
 
@@ -36,7 +36,8 @@ fn input(key: MemberRef, order: &str, cents: i64, at: DateTime<Utc>) -> Purchase
 }
 
 /// The purchases of the scenario: 24 members, some twice, one order id sent twice, keys by
-/// id and by external id, one unknown member (enrolled by the purchase).
+/// id and by external id, one unknown member (enrolled by the purchase); some with an
+/// idempotency key (`post`).
 fn purchases(ids: &[String]) -> Vec<PurchaseInput> {
     let mut out = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -112,8 +113,18 @@ async fn post(store: &Store, t: &str, s: &ProgramSettings, p: PurchaseInput) -> 
         member: &MemberFacts::default(),
         now: at,
     });
+    // Orders whose number starts with an odd digit come with an idempotency key (the resent
+    // one, o3, with the same key and request: it replays).
+    let keyed = p
+        .order_id
+        .trim_start_matches('o')
+        .starts_with(['1', '3', '5', '7', '9']);
+    let key = keyed.then(|| IdemKey {
+        key: format!("k-{}", p.order_id),
+        request_hash: format!("{}/{}", p.order_id, p.total.minor),
+    });
     let (mut o, _) = store
-        .purchase(t, p, awards, s.clone(), None, at.timestamp_micros())
+        .purchase(t, p, awards, s.clone(), key, at.timestamp_micros())
         .await
         .expect("purchase");
     // Ids and whether a resend came first differ between the two runs by design.
@@ -134,6 +145,7 @@ async fn rows(store: &Store, t: &str) -> Vec<String> {
         "SELECT 'event', m.external_id, x.kind, x.order_id, x.occurred_at, x.channel, x.amount_minor, x.currency, x.payload FROM events x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'award', m.external_id, x.order_id, x.source, x.points, x.basis, x.basis_total FROM awards x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'order', m.external_id, x.order_id, x.total_minor, x.lines, x.awarded, x.refunded_minor, CASE WHEN x.event_id IS NULL THEN 0 ELSE 1 END FROM orders x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
+        "SELECT 'key', x.key, x.request_hash, x.created_at, CASE WHEN x.response = o.result THEN 'the order''s answer' ELSE 'another answer' END FROM idempotency x LEFT JOIN orders o ON o.tenant_id = x.tenant_id AND 'k-' || o.order_id = x.key WHERE x.tenant_id = $1",
     ];
     let mut out = store
         .read(move |c| {
@@ -198,7 +210,14 @@ async fn posted_together_leave_the_rows_of_one_by_one(db: TestDb) {
         // Balances in answers depend on the order purchases of one member ran; the rows must
         // not. Members buying once answer the same either way.
         assert_eq!(answers_a.len(), answers_b.len());
-        assert_eq!(rows(&store, &a).await, rows(&store, &b).await);
+        let rows_a = rows(&store, &a).await;
+        assert_eq!(rows_a, rows(&store, &b).await);
+        let keys: Vec<&String> = rows_a.iter().filter(|r| r.starts_with("key|")).collect();
+        assert_eq!(keys.len(), 18, "{keys:?}");
+        assert!(
+            keys.iter().all(|r| r.ends_with("|the order's answer")),
+            "a key keeps its purchase's answer: {keys:?}"
+        );
         // A refund of an order posted together claws back like any other.
         for t in [&a, &b] {
             let r = RefundInput {

@@ -11,9 +11,10 @@
 //! statement per table (and posting together is off there by default: it measured slower
 //! than one by one).
 //!
-//! Only the plain case goes this way: a known member, no idempotency key, no capped or
-//! budgeted award, an order id not seen before, and one purchase per member and per order in
-//! the group. Every other purchase is left to run alone, after the group, through the same
+//! Only the plain case goes this way: a known member, no capped or budgeted award, an order
+//! id not seen before, an idempotency key (if any) not seen before, and one purchase per
+//! member, per order and per key in the group. A key is stored with the purchase's answer, as
+//! `idem::run` stores it. Every other purchase is left to run alone, after the group, through the same
 //! path as ever, so anything unusual (enrolment, duplicates, conflicts, caps) keeps exactly one
 //! implementation. If a statement of the group fails, the writer rolls the whole batch back and
 //! runs every request alone (see `runtime::run_batch`). `store-tests/tests/together.rs` posts
@@ -81,12 +82,15 @@ impl PurchaseJob {
 
     /// True when nothing about this purchase needs the single path's special cases.
     fn plain(&self) -> bool {
-        self.idem.is_none()
-            && self.awards.iter().all(|a| {
-                a.terms
-                    .as_deref()
-                    .is_none_or(|t| t.limits.is_empty() && t.nth_order.is_none())
-            })
+        self.awards.iter().all(|a| {
+            a.terms
+                .as_deref()
+                .is_none_or(|t| t.limits.is_empty() && t.nth_order.is_none())
+        })
+    }
+
+    fn idem_key(&self) -> Option<&str> {
+        self.idem.as_ref().map(|k| k.key.as_str())
     }
 
     fn key(&self) -> (&str, Option<&str>, Option<&str>) {
@@ -281,6 +285,16 @@ fn write_chunk(
     let (condition, params) = one_of(c, tenant, "order_id", &order_ids);
     let sql = format!("SELECT order_id FROM orders WHERE tenant_id = $1 AND {condition}");
     let seen: HashSet<String> = c.query(&sql, &params)?.iter().map(|r| r.text(0)).collect();
+    // Keys already used run alone (they replay their answer, or conflict).
+    let keys: Vec<Option<&str>> = group.iter().map(|j| j.idem_key()).collect();
+    let used: HashSet<String> = if keys.iter().any(Option::is_some) {
+        let (condition, params) = one_of(c, tenant, "key", &keys);
+        let sql = format!("SELECT key FROM idempotency WHERE tenant_id = $1 AND {condition}");
+        c.query(&sql, &params)?.iter().map(|r| r.text(0)).collect()
+    } else {
+        HashSet::new()
+    };
+    let mut keys_taken = HashSet::new();
 
     let mut plans: Vec<Option<Plan<'_>>> = Vec::with_capacity(n);
     let mut taken = HashSet::new();
@@ -289,9 +303,14 @@ fn write_chunk(
             MemberKey::Id(id) => by_id.get(id).map(|m| m.0.clone()),
             MemberKey::ExternalId(e) => by_ext.get(e).cloned(),
         };
-        // Two keys (an id and an external id) may name one member: the second runs alone.
-        let member =
-            member.filter(|m| !seen.contains(&j.purchase.order_id) && taken.insert(m.clone()));
+        // Two keys (an id and an external id) may name one member: the second runs alone; so
+        // does a second purchase under one idempotency key.
+        let fresh_key = j
+            .idem_key()
+            .is_none_or(|k| !used.contains(k) && keys_taken.insert(k));
+        let member = member.filter(|m| {
+            fresh_key && !seen.contains(&j.purchase.order_id) && taken.insert(m.clone())
+        });
         let Some(member) = member else {
             plans.push(None);
             continue;
@@ -382,6 +401,7 @@ fn write_chunk(
             posted.len()
         )));
     }
+    write_keys(c, tenant, &posted, &results)?;
 
     // What the programme adds after a purchase (cashback, tier moves), member by member.
     for pl in posted {
@@ -611,6 +631,60 @@ const POST_UNNEST: &str = "WITH p AS (
   FROM p WHERE m.tenant_id = $1 AND m.id = p.member_id RETURNING 1
 )
 SELECT COUNT(*) FROM up";
+
+/// The idempotency keys of the keyed purchases, each with its purchase's answer (what
+/// `idem::run` stores). A key another writer stored meanwhile fails the statement on the
+/// unique index, and the batch runs again one by one, where that key replays.
+fn write_keys(c: &mut dyn Conn, tenant: &str, plans: &[&Plan<'_>], results: &[&str]) -> Result<()> {
+    let keyed: Vec<(&IdemKey, &str, i64)> = plans
+        .iter()
+        .zip(results)
+        .filter_map(|(pl, r)| pl.job.idem.as_ref().map(|k| (k, *r, pl.job.now)))
+        .collect();
+    if keyed.is_empty() {
+        return Ok(());
+    }
+    let cols = ["tenant_id", "key", "request_hash", "response", "created_at"];
+    match c.dialect() {
+        Dialect::Postgres => {
+            let keys: Vec<Option<&str>> = keyed.iter().map(|k| Some(k.0.key.as_str())).collect();
+            let hashes: Vec<Option<&str>> = keyed
+                .iter()
+                .map(|k| Some(k.0.request_hash.as_str()))
+                .collect();
+            let answers: Vec<Option<&str>> = keyed.iter().map(|k| Some(k.1)).collect();
+            let at: Vec<Option<i64>> = keyed.iter().map(|k| Some(k.2)).collect();
+            let sql = format!(
+                "INSERT INTO idempotency ({}) SELECT $1, k, h, r, t FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS x(k, h, r, t)",
+                cols.join(", ")
+            );
+            let params = [
+                tenant.into(),
+                Param::Texts(&keys),
+                Param::Texts(&hashes),
+                Param::Texts(&answers),
+                Param::Ints(&at),
+            ];
+            c.execute(&sql, &params)?;
+        }
+        Dialect::Sqlite => {
+            let rows: Vec<Vec<Param<'_>>> = keyed
+                .iter()
+                .map(|(k, r, at)| {
+                    vec![
+                        tenant.into(),
+                        k.key.as_str().into(),
+                        k.request_hash.as_str().into(),
+                        (*r).into(),
+                        (*at).into(),
+                    ]
+                })
+                .collect();
+            insert_rows(c, "idempotency", &cols, &rows)?;
+        }
+    }
+    Ok(())
+}
 
 /// SQLite (and the reference for the statement above): one multi-row statement per table.
 /// Answers how many member rows were updated.
