@@ -193,7 +193,13 @@ fn purchases_kept_and_no_batch_replayed(report: &Value) {
 
 #[test]
 fn resent_orders_are_refused_alone_and_send_no_batch_round_again() {
-    for mode in [&["--inprocess"][..], &["--rate", "300"][..]] {
+    // With keys, each resend comes under a new key, which it must give back.
+    let modes = [
+        &["--inprocess"][..],
+        &["--rate", "300"],
+        &["--inprocess", "--idempotency-keys"],
+    ];
+    for mode in modes {
         let mut args = vec!["--resend-share", "0.2"];
         args.extend_from_slice(mode);
         let report = bench(&args);

@@ -277,6 +277,10 @@ impl Conn for PgConn {
         Some(self.written.get())
     }
 
+    fn writes_undone_since(&mut self, mark: u64) {
+        self.written.rewind(mark);
+    }
+
     fn is_broken(&self) -> bool {
         self.client.is_closed()
     }

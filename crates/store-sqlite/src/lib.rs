@@ -322,6 +322,10 @@ impl Conn for SqliteConn {
         Some(self.written.get())
     }
 
+    fn writes_undone_since(&mut self, mark: u64) {
+        self.written.rewind(mark);
+    }
+
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         self.written.executed(sql, None);
         self.statements(sql)

@@ -172,6 +172,9 @@ impl Conn for BeforeSyncConn {
     fn may_have_written(&self) -> Option<u64> {
         self.inner.may_have_written()
     }
+    fn writes_undone_since(&mut self, mark: u64) {
+        self.inner.writes_undone_since(mark)
+    }
     fn durability(&self) -> Option<Sync> {
         let mut sync = self.inner.durability()?;
         let hook = self.hook.clone();

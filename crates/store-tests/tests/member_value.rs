@@ -486,7 +486,8 @@ async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
 }
 
 /// A purchase refused before it wrote anything (its order id already recorded with another
-/// total, or its Idempotency-Key already used for another request) is left out of its batch:
+/// total, under no key or a new one, or its Idempotency-Key already used for another request)
+/// is left out of its batch:
 /// its neighbours are kept and the batch is not sent round again with a savepoint per job (it
 /// was, for every such refusal).
 async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(db: TestDb) {
@@ -522,6 +523,11 @@ async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(d
         for (i, b) in buyers.iter().take(4).enumerate() {
             send(b, format!("first-{i}"), "99.00", None);
             send(b, format!("other-{round}-{i}"), "7.00", Some(key(i, "b")));
+            let fresh = IdemKey {
+                key: format!("fresh-{round}-{i}"),
+                request_hash: "c".into(),
+            };
+            send(b, format!("first-{i}"), "98.00", Some(fresh));
         }
     }
     let (mut bought, mut refused) = (0, 0);
@@ -535,7 +541,7 @@ async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(d
             Err(e) => panic!("unexpected refusal: {e:?}"),
         }
     }
-    assert_eq!((bought, refused), (60, 16));
+    assert_eq!((bought, refused), (60, 24));
     assert_eq!(
         store.metrics().replays.load(Ordering::Relaxed),
         replays,
@@ -545,6 +551,13 @@ async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(d
         let first = if i < 4 { 10 + 5 } else { 0 };
         assert_eq!(available(&store, &s, b).await, first + 40, "{b}");
     }
+    // A key whose request was refused was given back: it serves a new request.
+    let fresh = IdemKey {
+        key: "fresh-0-0".into(),
+        request_hash: "d".into(),
+    };
+    let again = try_buy(&store, &s, &buyers[0], "after", "1.00", t0(), Some(fresh)).await;
+    assert!(again.is_ok_and(|o| !o.duplicate && o.points == 1));
     assert_ledger_ok(&store).await;
 }
 

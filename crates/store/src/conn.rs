@@ -174,6 +174,12 @@ pub trait Conn: Send {
         None
     }
 
+    /// Tells the connection that every write since `mark` (a [`Conn::may_have_written`]
+    /// count) has been undone by the caller, row for row: the count goes back to `mark`. For a
+    /// caller that took something it gave back (`idem::run` releasing a key whose request was
+    /// refused). The default does nothing, which only means a rollback that was not needed.
+    fn writes_undone_since(&mut self, _mark: u64) {}
+
     fn query_one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
@@ -222,6 +228,11 @@ impl WriteCount {
 
     pub fn get(&self) -> u64 {
         self.0
+    }
+
+    /// Back to `mark`, every write since undone (`Conn::writes_undone_since`).
+    pub fn rewind(&mut self, mark: u64) {
+        self.0 = self.0.min(mark);
     }
 }
 
