@@ -398,20 +398,7 @@ async fn connection(
             input.total = changed_total(&input.total);
             // Another request, so another key (when keys are sent).
             let idem = shared.idem_key(format!("{order}-again"));
-            match (&mut http, &*driver) {
-                (Some(h), _) => {
-                    let body = serde_json::to_vec(&input)?;
-                    let path = "/api/v1/events/purchase";
-                    h.call("POST", path, &shared.key, idem.as_deref(), Some(&body))
-                        .await?
-                        == 409
-                }
-                (None, Driver::InProcess(app)) => matches!(
-                    app.purchase(&who, input, in_process_key(idem)).await,
-                    Err(fidelis_app::AppError::Conflict(_))
-                ),
-                _ => false,
-            }
+            purchase(&mut http, &driver, &who, &shared.key, input, idem).await? == 409
         } else if shared.batch_size > 0 {
             let n = shared.batch_size;
             let events: Vec<serde_json::Value> = (0..n)
@@ -456,20 +443,7 @@ async fn connection(
             remember(&mut buyers, member);
             let idem = shared.idem_key(order.clone());
             last_order = Some((member.clone(), order, seq));
-            match (&mut http, &*driver) {
-                (Some(h), _) => {
-                    let body = serde_json::to_vec(&input)?;
-                    let path = "/api/v1/events/purchase";
-                    h.call("POST", path, &shared.key, idem.as_deref(), Some(&body))
-                        .await?
-                        == 201
-                }
-                (None, Driver::InProcess(app)) => app
-                    .purchase(&who, input, in_process_key(idem))
-                    .await
-                    .is_ok(),
-                _ => false,
-            }
+            purchase(&mut http, &driver, &who, &shared.key, input, idem).await? == 201
         };
         let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
         let s = if is_read {
@@ -488,6 +462,34 @@ async fn connection(
         }
     }
     Ok([purchases, reads, redemptions, resends])
+}
+
+/// Posts one purchase over HTTP or in-process; answers the HTTP status (in-process: 201
+/// recorded, 409 refused as a conflict, 0 anything else).
+async fn purchase(
+    http: &mut Option<Http>,
+    driver: &Driver,
+    who: &Principal,
+    api_key: &str,
+    input: PurchaseInput,
+    idem: Option<String>,
+) -> anyhow::Result<u16> {
+    Ok(match (http, driver) {
+        (Some(h), _) => {
+            let body = serde_json::to_vec(&input)?;
+            let path = "/api/v1/events/purchase";
+            h.call("POST", path, api_key, idem.as_deref(), Some(&body))
+                .await?
+        }
+        (None, Driver::InProcess(app)) => {
+            match app.purchase(who, input, in_process_key(idem)).await {
+                Ok(_) => 201,
+                Err(fidelis_app::AppError::Conflict(_)) => 409,
+                Err(_) => 0,
+            }
+        }
+        _ => 0,
+    })
 }
 
 impl Shared {
