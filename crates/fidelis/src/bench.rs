@@ -3,7 +3,8 @@
 //! connections (or, `--mode inprocess`, drives the use cases directly to isolate the engine's
 //! cost). The operations are purchases, balance reads and redemptions of a reward (a
 //! connection redeems for a member it has just bought for, so the points are there), and with
-//! `--resend-share` orders resent with another total, as tills do, each refused 409. Prints
+//! `--resend-share` orders resent with another total, as tills do, each refused 409;
+//! `--idempotency-keys` keys every request and `--capped-rule` adds a capped campaign. Prints
 //! throughput and p50/p99/p99.9 latency per operation, as a table and as JSON.
 //! `--ceiling` sends only `GET /healthz` through the same server and connections: what HTTP
 //! on loopback and the load generator cost alone, the part of an operation's price that no
@@ -42,6 +43,9 @@ pub struct BenchOptions {
     pub resend_share: f64,
     /// Every purchase and redemption sends an `Idempotency-Key`, as careful integrations do.
     pub idempotency_keys: bool,
+    /// An active rule gives every purchase 5 bonus points, capped per member and day (a
+    /// retailer's capped campaign): capped awards are settled under their counters' locks.
+    pub capped_rule: bool,
     /// Total operations per second to aim for (0: as fast as possible).
     pub rate: u64,
     pub inprocess: bool,
@@ -96,7 +100,12 @@ struct Loaded {
 }
 
 /// Creates the tenant, a key, the reward and `n` members through the use cases.
-async fn load(url: &str, n: usize, reward_points: i64) -> anyhow::Result<Loaded> {
+async fn load(
+    url: &str,
+    n: usize,
+    reward_points: i64,
+    capped_rule: bool,
+) -> anyhow::Result<Loaded> {
     let store = db::open(url, Utc::now().timestamp_micros())?;
     let app = App::new(store.clone(), Arc::new(SystemClock));
     store
@@ -127,6 +136,28 @@ async fn load(url: &str, n: usize, reward_points: i64) -> anyhow::Result<Loaded>
         .create_reward(&who, reward, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if capped_rule {
+        // A cap no member reaches in a run: what is measured is the settling, not refusals.
+        let rule = serde_json::from_value(json!({
+            "name": "Bonus, capped per day",
+            "trigger": "purchase",
+            "condition": "true",
+            "effects": [{"type": "points", "points": 5}],
+            "caps": {"per_member_day": 100_000},
+        }))?;
+        let (rule, _) = app
+            .create_rule(&who, rule, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        app.set_rule_status(
+            &who,
+            &rule.id,
+            fidelis_core::rules::define::Status::Active,
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
     let mut set = JoinSet::new();
@@ -736,7 +767,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         key,
         reward,
         rate: load_rate,
-    } = load(&url, o.members, o.reward_points).await?;
+    } = load(&url, o.members, o.reward_points, o.capped_rule).await?;
     eprintln!("loaded {} members at {load_rate:.0}/s", members.len());
 
     let mut child = None;
@@ -967,6 +998,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "mode": if o.inprocess { "inprocess" } else { "http" },
         "ceiling": o.ceiling,
         "idempotency_keys": o.idempotency_keys,
+        "capped_rule": o.capped_rule,
         "resend_share": o.resend_share,
         "members": shared.members.len(),
         "connections": o.connections,

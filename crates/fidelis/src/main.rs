@@ -117,6 +117,10 @@ enum Command {
         /// --ceiling).
         #[arg(long)]
         idempotency_keys: bool,
+        /// An active rule gives every purchase 5 bonus points, capped per member and day (a
+        /// capped campaign; no member reaches the cap in a run).
+        #[arg(long)]
+        capped_rule: bool,
         /// Aim for this many operations per second in all (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -301,6 +305,7 @@ async fn main() -> anyhow::Result<()> {
             reward_points,
             resend_share,
             idempotency_keys,
+            capped_rule,
             rate,
             inprocess,
             batch_size,
@@ -354,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
                 reward_points,
                 resend_share,
                 idempotency_keys,
+                capped_rule,
                 rate,
                 inprocess,
                 batch_size,

@@ -246,3 +246,10 @@ fn keyed_requests_are_recorded_once_with_their_keys() {
         "--idempotency-keys keys single requests",
     );
 }
+
+#[test]
+fn a_capped_rule_is_settled_on_every_purchase_without_failures() {
+    let report = bench(&["--inprocess", "--capped-rule", "--redeem-share", "0.2"]);
+    check(&report, "inprocess");
+    assert_eq!(report["capped_rule"], true, "{report}");
+}
