@@ -1,11 +1,14 @@
 //! Purchases posted together (several per multi-row statement) must leave exactly the rows
 //! the one-by-one path leaves. The same purchases go to two tenants: to one all at once, so
-//! the writer finds them in one batch, to the other one at a time; then every ledger row,
-//! member row and stored answer is compared, member by member.
+//! the writer finds them in one batch, to the other one at a time through a store that never
+//! posts together (`events::purchase`); then every ledger row, member row, stored answer, kept
+//! idempotency key and rule counter is compared, member by member.
 
 use chrono::{DateTime, Duration, Utc};
 use fidelis_core::ProgramSettings;
-use fidelis_core::earn::{BaseEarner, EarnContext, Earner, MemberFacts, Trigger};
+use fidelis_core::earn::{
+    Award, AwardLimit, AwardTerms, BaseEarner, EarnContext, Earner, MemberFacts, Trigger,
+};
 use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput, RefundInput};
 use fidelis_core::program::{ExpiryPolicy, RefundPolicy};
 use fidelis_store::model::MemberFields;
@@ -107,12 +110,35 @@ async fn tenant(store: &Store, t: &str, s: &ProgramSettings) -> Vec<String> {
 async fn post(store: &Store, t: &str, s: &ProgramSettings, p: PurchaseInput) -> String {
     let at = t0();
     let p = p.validate(s, at).expect("valid");
-    let awards = BaseEarner.awards(&EarnContext {
+    let mut awards = BaseEarner.awards(&EarnContext {
         program: s,
         event: Trigger::Purchase(&p),
         member: &MemberFacts::default(),
         now: at,
     });
+    // A member's first order (not the `-b` ones) also earns a rule's bonus of 3 points,
+    // capped at 2 per member and day: settled, and cut, under the counter's lock.
+    if !p.order_id.ends_with("-b") {
+        awards.push(Award {
+            source: "rule:capped".into(),
+            rule_version: Some(1),
+            points: 3,
+            description: "capped bonus".into(),
+            campaign: None,
+            capped_from: None,
+            terms: Some(Box::new(AwardTerms {
+                limits: std::sync::Arc::from(vec![AwardLimit {
+                    counter: "rule:capped".into(),
+                    per_member: true,
+                    period: "d:2026-03-10".into(),
+                    max: 2,
+                    label: "rule per member per day",
+                }]),
+                nth_order: None,
+                basis: None,
+            })),
+        });
+    }
     // Orders whose number starts with an odd digit come with an idempotency key (the resent
     // one, o3, with the same key and request: it replays).
     let keyed = p
@@ -145,6 +171,7 @@ async fn rows(store: &Store, t: &str) -> Vec<String> {
         "SELECT 'event', m.external_id, x.kind, x.order_id, x.occurred_at, x.channel, x.amount_minor, x.currency, x.payload FROM events x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'award', m.external_id, x.order_id, x.source, x.points, x.basis, x.basis_total FROM awards x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'order', m.external_id, x.order_id, x.total_minor, x.lines, x.awarded, x.refunded_minor, CASE WHEN x.event_id IS NULL THEN 0 ELSE 1 END FROM orders x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
+        "SELECT 'counter', x.counter, m.external_id, x.period, x.points FROM rule_counters x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'key', x.key, x.request_hash, x.created_at, CASE WHEN x.response = o.result THEN 'the order''s answer' ELSE 'another answer' END FROM idempotency x LEFT JOIN orders o ON o.tenant_id = x.tenant_id AND 'k-' || o.order_id = x.key WHERE x.tenant_id = $1",
     ];
     let mut out = store
@@ -203,15 +230,37 @@ async fn posted_together_leave_the_rows_of_one_by_one(db: TestDb) {
         }
         let together = store.metrics().posted_together.load(Ordering::Relaxed) - before;
         assert!(together > 1, "no purchase was posted together ({together})");
+        // One at a time, through a store that never posts together: each purchase takes
+        // `events::purchase`, the reference the grouped rows must match.
+        let alone = db.store_with(
+            StoreOptions {
+                post_together: false,
+                ..StoreOptions::for_dialect(fidelis_store_tests::backend(&db.url).dialect())
+            },
+            0,
+        );
         let mut answers_b = Vec::new();
         for p in purchases(&ids_b) {
-            answers_b.push(post(&store, &b, &s, p).await);
+            answers_b.push(post(&alone, &b, &s, p).await);
         }
+        assert_eq!(
+            alone.metrics().posted_together.load(Ordering::Relaxed),
+            0,
+            "the reference posted nothing together"
+        );
         // Balances in answers depend on the order purchases of one member ran; the rows must
         // not. Members buying once answer the same either way.
         assert_eq!(answers_a.len(), answers_b.len());
         let rows_a = rows(&store, &a).await;
         assert_eq!(rows_a, rows(&store, &b).await);
+        let capped: Vec<&String> = rows_a
+            .iter()
+            .filter(|r| r.starts_with("award|") && r.contains("|rule:capped|"))
+            .collect();
+        assert!(
+            !capped.is_empty() && capped.iter().all(|r| r.contains("|rule:capped|2|")),
+            "the bonus is cut to its cap: {capped:?}"
+        );
         let keys: Vec<&String> = rows_a.iter().filter(|r| r.starts_with("key|")).collect();
         assert_eq!(keys.len(), 18, "{keys:?}");
         assert!(

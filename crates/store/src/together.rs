@@ -11,10 +11,11 @@
 //! statement per table (and posting together is off there by default: it measured slower
 //! than one by one).
 //!
-//! Only the plain case goes this way: a known member, no capped or budgeted award, an order
-//! id not seen before, an idempotency key (if any) not seen before, and one purchase per
-//! member, per order and per key in the group. A key is stored with the purchase's answer, as
-//! `idem::run` stores it. Every other purchase is left to run alone, after the group, through the same
+//! Only the plain case goes this way: a known member, an order id not seen before, an
+//! idempotency key (if any) not seen before, and one purchase per member, per order and per
+//! key in the group. A key is stored with the purchase's answer, as `idem::run` stores it;
+//! capped and budgeted awards are settled (`awards::settle`) under their counters' locks as
+//! each purchase of the group is planned. Every other purchase is left to run alone, after the group, through the same
 //! path as ever, so anything unusual (enrolment, duplicates, conflicts, caps) keeps exactly one
 //! implementation. If a statement of the group fails, the writer rolls the whole batch back and
 //! runs every request alone (see `runtime::run_batch`). `store-tests/tests/together.rs` posts
@@ -80,15 +81,6 @@ impl PurchaseJob {
         })
     }
 
-    /// True when nothing about this purchase needs the single path's special cases.
-    fn plain(&self) -> bool {
-        self.awards.iter().all(|a| {
-            a.terms
-                .as_deref()
-                .is_none_or(|t| t.limits.is_empty() && t.nth_order.is_none())
-        })
-    }
-
     fn idem_key(&self) -> Option<&str> {
         self.idem.as_ref().map(|k| k.key.as_str())
     }
@@ -108,7 +100,7 @@ pub(crate) fn write_together(
     jobs: &[&PurchaseJob],
 ) -> Result<Vec<Option<PurchaseOutcome>>> {
     let mut out: Vec<Option<PurchaseOutcome>> = (0..jobs.len()).map(|_| None).collect();
-    let Some(first) = jobs.iter().find(|j| j.plain()) else {
+    let Some(first) = jobs.first() else {
         return Ok(out);
     };
     let tenant = first.tenant.as_str();
@@ -118,8 +110,7 @@ pub(crate) fn write_together(
     let picked: Vec<usize> = (0..jobs.len())
         .filter(|&i| {
             let j = jobs[i];
-            j.plain()
-                && j.tenant == tenant
+            j.tenant == tenant
                 && members.insert(j.key())
                 && orders.insert(j.purchase.order_id.as_str())
         })
@@ -242,6 +233,8 @@ struct Plan<'a> {
     event_id: i64,
     txn_id: i64,
     lot_id: i64,
+    /// The purchase's awards, cut to their caps and budgets (`awards::settle`).
+    awards: Vec<Award>,
 }
 
 fn write_chunk(
@@ -316,9 +309,12 @@ fn write_chunk(
             continue;
         };
         let (_, available, pending_balance) = by_id[&member];
+        // Capped and budgeted awards are settled under their counters' locks, after the
+        // members' (the one-by-one path's order), member by member in the group's order.
+        let awards = crate::awards::settle(c, tenant, &member, &j.awards)?;
         let p = &j.purchase;
         let occurred = p.occurred_at.timestamp_micros();
-        let points: i64 = j.awards.iter().map(|a| a.points).sum::<i64>().max(0);
+        let points: i64 = awards.iter().map(|a| a.points).sum::<i64>().max(0);
         let matures = add_days(p.occurred_at, j.settings.pending_days).timestamp_micros();
         let pending = j.settings.pending_days > 0 && matures > j.now;
         let (repaid, keep) = if pending {
@@ -342,6 +338,7 @@ fn write_chunk(
             event_id: 0,
             txn_id: 0,
             lot_id: 0,
+            awards,
         }));
     }
     let mut live: Vec<&mut Plan<'_>> = plans.iter_mut().flatten().collect();
@@ -377,7 +374,7 @@ fn write_chunk(
             status: if pl.pending { "pending" } else { "available" }.into(),
             matures_at: pl.pending.then(|| ts(pl.matures)),
             expires_at: pl.expires_at.filter(|_| pl.points > 0).map(ts),
-            breakdown: crate::awards::public(&pl.job.awards),
+            breakdown: crate::awards::public(&pl.awards),
             debt_repaid: pl.repaid,
             enrolled: false,
             duplicate: false,
@@ -505,7 +502,7 @@ struct AwardRow<'a> {
 fn award_rows<'a>(plans: &[&'a Plan<'a>]) -> Result<Vec<AwardRow<'a>>> {
     let mut rows = Vec::new();
     for pl in plans {
-        for a in pl.job.awards.iter().filter(|a| a.points > 0) {
+        for a in pl.awards.iter().filter(|a| a.points > 0) {
             let basis = a.terms.as_deref().and_then(|t| t.basis.as_ref());
             rows.push(AwardRow {
                 plan: pl,
