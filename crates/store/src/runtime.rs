@@ -860,8 +860,8 @@ fn writer_loop(
 
 /// Runs the batch, its plain purchases posted together first, the other purchases bare and
 /// every other job under a savepoint of its own; `None` when a purchase failed after writing
-/// (or the purchases' group, or a savepoint failed) and the pass must be undone. Answers how many purchases were
-/// posted together.
+/// (or the purchases' group, or a savepoint failed) and the pass must be undone. Answers how
+/// many purchases were posted together.
 fn fast_pass(
     c: &mut dyn Conn,
     jobs: &mut [Box<dyn WriteJob>],
