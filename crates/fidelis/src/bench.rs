@@ -46,6 +46,11 @@ pub struct BenchOptions {
     /// An active rule gives every purchase 5 bonus points, capped per member and day (a
     /// retailer's capped campaign): capped awards are settled under their counters' locks.
     pub capped_rule: bool,
+    /// The programme has a tier ladder on spend over 12 rolling months: every purchase
+    /// measures the member's spend in the window and may move the member up.
+    pub tiers: bool,
+    /// Past purchases per member, dated over the last 24 months, posted before the run.
+    pub history: usize,
     /// Total operations per second to aim for (0: as fast as possible).
     pub rate: u64,
     pub inprocess: bool,
@@ -105,6 +110,8 @@ async fn load(
     n: usize,
     reward_points: i64,
     capped_rule: bool,
+    tiers: bool,
+    history: usize,
 ) -> anyhow::Result<Loaded> {
     let store = db::open(url, Utc::now().timestamp_micros())?;
     let app = App::new(store.clone(), Arc::new(SystemClock));
@@ -158,6 +165,23 @@ async fn load(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    if tiers {
+        // Thresholds a member crosses after several purchases (orders are 7.50 to 228 EUR, 80 on
+        // average), so some move during a run, most do not.
+        let ladder = serde_json::from_value(json!({
+            "metric": "spend",
+            "window": { "kind": "rolling", "months": 12 },
+            "review": { "kind": "anniversary", "months": 12 },
+            "tiers": [
+                { "name": "Silver", "threshold": "0" },
+                { "name": "Gold", "threshold": "500.00", "earn_multiplier": "1.5" },
+                { "name": "Platinum", "threshold": "2000.00", "earn_multiplier": "2" }
+            ]
+        }))?;
+        app.put_tiers(&who, Some(ladder), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
     let mut set = JoinSet::new();
@@ -184,12 +208,60 @@ async fn load(
         ids.push(r??);
     }
     let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    if history > 0 {
+        post_history(&app, &who, &ids, history).await?;
+    }
     Ok(Loaded {
         members: ids,
         key,
         reward: reward.id,
         rate,
     })
+}
+
+/// `per_member` past purchases for each member, dated evenly over the last 24 months (oldest
+/// first, each member's offset a little), posted through the use case as a till would have.
+async fn post_history(
+    app: &App,
+    who: &Principal,
+    members: &[String],
+    per_member: usize,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let now = Utc::now();
+    let span = chrono::Duration::days(730);
+    let mut set = JoinSet::new();
+    let mut seq = 0u64;
+    for k in 0..per_member {
+        for (i, m) in members.iter().enumerate() {
+            while set.len() >= 1024 {
+                if let Some(r) = set.join_next().await {
+                    r??;
+                }
+            }
+            seq += 1;
+            let back = span * (per_member - k) as i32 / per_member as i32
+                - chrono::Duration::minutes((i % 1000) as i64);
+            let mut input = purchase_body(m, &format!("past-{k}-{i}"), seq);
+            input.occurred_at = Some((now - back).to_rfc3339());
+            let (app, who) = (app.clone(), who.clone());
+            set.spawn(async move {
+                app.purchase(&who, input, None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            });
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let n = members.len() * per_member;
+    eprintln!(
+        "posted {n} past purchases ({per_member} per member) at {:.0}/s",
+        n as f64 / started.elapsed().as_secs_f64().max(1e-9)
+    );
+    Ok(())
 }
 
 fn purchase_body(member: &str, order: &str, seq: u64) -> PurchaseInput {
@@ -767,7 +839,15 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         key,
         reward,
         rate: load_rate,
-    } = load(&url, o.members, o.reward_points, o.capped_rule).await?;
+    } = load(
+        &url,
+        o.members,
+        o.reward_points,
+        o.capped_rule,
+        o.tiers,
+        o.history,
+    )
+    .await?;
     eprintln!("loaded {} members at {load_rate:.0}/s", members.len());
 
     let mut child = None;
@@ -999,6 +1079,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "ceiling": o.ceiling,
         "idempotency_keys": o.idempotency_keys,
         "capped_rule": o.capped_rule,
+        "tiers": o.tiers,
+        "history": o.history,
         "resend_share": o.resend_share,
         "members": shared.members.len(),
         "connections": o.connections,

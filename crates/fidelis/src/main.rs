@@ -121,6 +121,14 @@ enum Command {
         /// capped campaign; no member reaches the cap in a run).
         #[arg(long)]
         capped_rule: bool,
+        /// The programme has a tier ladder on spend over 12 rolling months (Silver, Gold ×1.5,
+        /// Platinum ×2): every purchase measures the member's spend and may move the tier.
+        #[arg(long)]
+        tiers: bool,
+        /// Past purchases per member, dated over the last 24 months and posted before the run
+        /// (a programme with years of history; with --tiers, half of them are in the window).
+        #[arg(long, default_value_t = 0)]
+        history: usize,
         /// Aim for this many operations per second in all (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -306,6 +314,8 @@ async fn main() -> anyhow::Result<()> {
             resend_share,
             idempotency_keys,
             capped_rule,
+            tiers,
+            history,
             rate,
             inprocess,
             batch_size,
@@ -360,6 +370,8 @@ async fn main() -> anyhow::Result<()> {
                 resend_share,
                 idempotency_keys,
                 capped_rule,
+                tiers,
+                history,
                 rate,
                 inprocess,
                 batch_size,

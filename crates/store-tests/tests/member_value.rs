@@ -909,6 +909,173 @@ async fn a_purchase_that_reaches_a_threshold_upgrades_at_once(db: TestDb) {
     assert_ledger_ok(&store).await;
 }
 
+/// A ladder over a short rolling window, so events leave it often: Silver from 0, Gold from
+/// 150.00 (or 4 orders), Platinum from 400.00 (or 9 orders), reviewed every 2 months.
+fn short_window(metric: Metric) -> TierConfig {
+    let (gold, platinum) = match metric {
+        Metric::Orders => (Threshold::Int(4), Threshold::Int(9)),
+        _ => (
+            Threshold::Text("150.00".into()),
+            Threshold::Text("400.00".into()),
+        ),
+    };
+    let mut silver = tier("Silver", "0");
+    if metric == Metric::Orders {
+        silver.threshold = Threshold::Int(0);
+    }
+    TierConfig {
+        metric,
+        window: Window::Rolling { months: 3 },
+        review: Review::Anniversary { months: 2 },
+        downgrade: Downgrade::OneDown,
+        grace_days: 0,
+        on_refund: OnRefund::AtReview,
+        tiers: vec![
+            silver,
+            Tier {
+                threshold: gold,
+                ..tier("Gold", "0")
+            },
+            Tier {
+                threshold: platinum,
+                ..tier("Platinum", "0")
+            },
+        ],
+    }
+}
+
+/// The member's tier, its dates and every move, as a comparable text.
+async fn tier_rows(store: &Store, m: &str) -> Vec<String> {
+    let m = m.to_string();
+    store
+        .read(move |c| {
+            let mut out = Vec::new();
+            for q in [
+                "SELECT 'now', tier, tier_since, tier_secured_until, 0, 0 FROM members WHERE tenant_id = $1 AND id = $2",
+                "SELECT 'move', from_tier, to_tier, reason, metric_value, effective_at FROM tier_history WHERE tenant_id = $1 AND member_id = $2 ORDER BY id",
+            ] {
+                for r in c.query(q, &[T.into(), m.as_str().into()])? {
+                    out.push(format!("{:?}", r.0));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .expect("tier rows")
+}
+
+/// Forgets the member's bound, so its next purchase measures the metric from its events.
+async fn forget_bound(store: &Store, m: &str) {
+    let m = m.to_string();
+    store
+        .write(&m.clone(), move |c| {
+            c.execute(
+                "UPDATE members SET tier_floor = NULL, tier_floor_of = NULL WHERE tenant_id = $1 AND id = $2",
+                &[T.into(), m.as_str().into()],
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("bound forgotten");
+}
+
+/// A refund leaving the window raises the metric with no new event: the bound must count the
+/// purchases in the window, not the metric. 90.00 bought, then 5.00, then the 90.00 refunded
+/// (2.5 months in); at 3.2 months the first purchase has left the window and the metric is
+/// 5 + 10 − 90 < 0 (kept as a bound, 20.00 would later say no tier is in reach); at 5.6
+/// months the refund has left it too, and 10 + 95 reaches Gold.
+async fn a_refund_leaving_the_window_is_not_missed_by_the_tier_bound(db: TestDb) {
+    let mut s = base_settings();
+    s.tiers = Some(TierConfig {
+        tiers: vec![tier("Silver", "0"), tier("Gold", "100.00")],
+        review: Review::Anniversary { months: 12 },
+        ..short_window(Metric::Spend)
+    });
+    let store = setup(&db, &s).await;
+    let m = member(&store, "c1").await;
+    let day = |d: i64| t0() + Duration::days(d);
+    buy(&store, &s, &m, "o1", "90.00", day(0)).await;
+    buy(&store, &s, &m, "o2", "5.00", day(60)).await;
+    refund(&store, &s, "o1", "90.00", day(75)).await;
+    buy(&store, &s, &m, "o3", "10.00", day(96)).await;
+    assert_eq!(
+        tier_of(&store, &s, &m, day(96)).await.as_deref(),
+        Some("Silver")
+    );
+    buy(&store, &s, &m, "o4", "95.00", day(168)).await;
+    assert_eq!(
+        tier_of(&store, &s, &m, day(168)).await.as_deref(),
+        Some("Gold"),
+        "10.00 + 95.00 in the window: {:?}",
+        tier_rows(&store, &m).await
+    );
+    assert_ledger_ok(&store).await;
+}
+
+/// The tier step stays without reading events when the member's bound allows it. Two members
+/// get the same purchases and refunds over 30 months (a pseudo-random walk: amounts, gaps
+/// past the review date, refunds of earlier orders); one of them has its bound forgotten
+/// before every purchase, so each of its purchases measures. Their tiers, dates and moves
+/// must match after every step, for a spend and an orders metric.
+async fn a_tier_decided_on_the_bound_is_the_tier_measured_every_time(db: TestDb) {
+    for metric in [Metric::Spend, Metric::Orders] {
+        let mut s = base_settings();
+        s.tiers = Some(short_window(metric));
+        let store = setup(&db, &s).await;
+        let tag = format!("{metric:?}");
+        let (a, b) = (
+            member(&store, &format!("{tag}-a")).await,
+            member(&store, &format!("{tag}-b")).await,
+        );
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut at = t0();
+        let mut orders: Vec<(usize, i64)> = Vec::new();
+        for step in 0..140 {
+            at += Duration::hours(1 + next(24 * 12) as i64);
+            if next(20) == 0 {
+                at += Duration::days(40 + next(40) as i64);
+            }
+            if next(5) == 0 && !orders.is_empty() {
+                let k = next(orders.len() as u64) as usize;
+                let (o, left) = orders[k];
+                if left > 0 {
+                    let cents = if next(2) == 0 {
+                        left
+                    } else {
+                        1 + next(left as u64) as i64
+                    };
+                    let amount = format!("{}.{:02}", cents / 100, cents % 100);
+                    for who in ["a", "b"] {
+                        refund(&store, &s, &format!("{tag}-{who}-{o}"), &amount, at).await;
+                    }
+                    orders[k].1 -= cents;
+                }
+            } else {
+                let cents = 500 + next(11_500) as i64;
+                let total = format!("{}.{:02}", cents / 100, cents % 100);
+                buy(&store, &s, &a, &format!("{tag}-a-{step}"), &total, at).await;
+                forget_bound(&store, &b).await;
+                buy(&store, &s, &b, &format!("{tag}-b-{step}"), &total, at).await;
+                orders.push((step, cents));
+            }
+            let (ra, rb) = (tier_rows(&store, &a).await, tier_rows(&store, &b).await);
+            assert_eq!(ra, rb, "{tag}, step {step} at {at}");
+        }
+        assert!(
+            tier_rows(&store, &a).await.len() > 4,
+            "{tag}: the walk moved the member: {:?}",
+            tier_rows(&store, &a).await
+        );
+        assert_ledger_ok(&store).await;
+    }
+}
+
 async fn a_points_metric_counts_what_was_earned_net_of_claw_backs(db: TestDb) {
     let mut s = base_settings();
     s.tiers = Some(TierConfig {
@@ -1567,6 +1734,8 @@ on_both!(
     a_points_metric_counts_what_was_earned_net_of_claw_backs,
     an_orders_metric_does_not_count_fully_refunded_orders,
     a_purchase_that_reaches_a_threshold_upgrades_at_once,
+    a_refund_leaving_the_window_is_not_missed_by_the_tier_bound,
+    a_tier_decided_on_the_bound_is_the_tier_measured_every_time,
     a_tier_is_reviewed_at_its_boundary_and_not_a_second_before,
     a_member_who_qualifies_again_keeps_the_tier_at_the_review,
     a_grace_period_delays_the_downgrade_and_a_purchase_in_grace_keeps_the_tier,

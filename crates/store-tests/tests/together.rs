@@ -11,6 +11,9 @@ use fidelis_core::earn::{
 };
 use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput, RefundInput};
 use fidelis_core::program::{ExpiryPolicy, RefundPolicy};
+use fidelis_core::tiers::{
+    Downgrade, Metric, OnRefund, Review, Threshold, Tier, TierConfig, Window,
+};
 use fidelis_store::model::MemberFields;
 use fidelis_store::{IdemKey, Store, StoreOptions, Value};
 use fidelis_store_tests::{TestDb, on_both};
@@ -160,11 +163,35 @@ async fn post(store: &Store, t: &str, s: &ProgramSettings, p: PurchaseInput) -> 
     serde_json::to_string(&o).expect("json")
 }
 
+/// Spend over 12 rolling months: every member reaches Silver with a first purchase, those
+/// spending 38.00 at once (i from 21 on) Gold at once, c20 Gold with its second purchase
+/// whichever runs first, and other second purchases stay on the bound: each of the tier
+/// step's ways is taken (measured, stayed without measuring, moved).
+fn ladder() -> TierConfig {
+    let tier = |name: &str, threshold: &str| Tier {
+        name: name.into(),
+        threshold: Threshold::Text(threshold.into()),
+        earn_multiplier: "1".into(),
+        perks: vec![],
+    };
+    TierConfig {
+        metric: Metric::Spend,
+        window: Window::Rolling { months: 12 },
+        review: Review::Anniversary { months: 12 },
+        downgrade: Downgrade::OneDown,
+        grace_days: 0,
+        on_refund: OnRefund::AtReview,
+        tiers: vec![tier("Silver", "0"), tier("Gold", "38.00")],
+    }
+}
+
 /// Every row a purchase leaves, with member ids replaced by external ids and row ids left out.
 async fn rows(store: &Store, t: &str) -> Vec<String> {
     let t = t.to_string();
     let queries = [
-        "SELECT 'member', m.external_id, m.available, m.pending, m.lifetime_earned, m.order_count, m.lifetime_spend_minor, m.last_activity_at, CASE WHEN COALESCE(m.open_lots_from, -1) = COALESCE((SELECT MIN(l.txn_id) FROM lots l WHERE l.tenant_id = m.tenant_id AND l.member_id = m.id AND l.remaining > 0), -1) THEN 'mark exact' ELSE 'mark off' END FROM members m WHERE m.tenant_id = $1",
+        "SELECT 'member', m.external_id, m.available, m.pending, m.lifetime_earned, m.order_count, m.lifetime_spend_minor, m.last_activity_at, CASE WHEN COALESCE(m.open_lots_from, -1) = COALESCE((SELECT MIN(l.txn_id) FROM lots l WHERE l.tenant_id = m.tenant_id AND l.member_id = m.id AND l.remaining > 0), -1) THEN 'mark exact' ELSE 'mark off' END, m.tier, m.tier_since, m.tier_secured_until, m.purchased_minor, m.tier_floor, m.tier_floor_of FROM members m WHERE m.tenant_id = $1",
+        // The metric a move saw depends on which of a member's two purchases ran first.
+        "SELECT 'tier', m.external_id, x.from_tier, x.to_tier, x.reason, CASE WHEN m.order_count > 1 THEN -1 ELSE x.metric_value END, x.secured_until, x.effective_at FROM tier_history x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'txn', m.external_id, x.kind, x.reason, x.order_id, x.created_at FROM txns x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'entry', m.external_id, x.account, x.amount, CASE WHEN x.lot_id IS NULL THEN 0 ELSE 1 END FROM entries x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'lot', m.external_id, x.order_id, x.state, x.amount, x.remaining, x.earned_at, x.matures_at, x.expires_at FROM lots x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
@@ -205,6 +232,7 @@ async fn posted_together_leave_the_rows_of_one_by_one(db: TestDb) {
             expiry: ExpiryPolicy::AfterEarning { months: 12 },
             refund_policy: RefundPolicy::AllowNegative,
             auto_enroll: true,
+            tiers: Some(ladder()),
             ..ProgramSettings::default()
         };
         // Posting together is PostgreSQL's default; it must hold on SQLite too.

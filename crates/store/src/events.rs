@@ -127,7 +127,7 @@ pub(crate) fn purchase(
     }
     // One update of the member row: balances, counters, last activity and open lots together.
     c.execute(
-        &format!("UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8, open_lots_from = {} WHERE tenant_id = $1 AND id = $2", ledger::open_from("$9")),
+        &format!("UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, purchased_minor = purchased_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8, open_lots_from = {} WHERE tenant_id = $1 AND id = $2", ledger::open_from("$9")),
         &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into(), open_txn.into()],
     )?;
     crate::member_value::after_purchase(c, tenant, &member, p, settings, now)?;

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "lean_awards", LEAN_AWARDS),
     (6, "lean_hot_path", LEAN_HOT_PATH),
     (7, "byte_order_keys", BYTE_ORDER_KEYS),
+    (8, "tier_bounds", crate::tiers::TIER_BOUNDS),
 ];
 
 /// A migration whose text starts so runs on PostgreSQL only (SQLite records it as applied).

@@ -40,21 +40,23 @@ pub(crate) fn state(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<Opti
     }))
 }
 
-/// The metric's query over `(start, end]`: `$1` tenant, `$2` member, `$3` start, `$4` end.
+/// The metric's query over `(start, end]`: `$1` is the tenant; `member`, `start` and `end` are
+/// the SQL expressions for the member's id and the window's bounds (parameters, or a
+/// grouped query's columns).
 /// `occurred_at + 0` keeps the planner on `events_by_member` (tenant, member): without
 /// statistics (a new tenant, a fresh table) PostgreSQL otherwise picks `events_by_time` and
 /// reads every event of the tenant in the window. A member's own events are few.
-fn metric_sql(metric: Metric) -> &'static str {
+fn metric_sql(metric: Metric, member: &str, start: &str, end: &str) -> String {
     match metric {
-        Metric::Spend => {
-            "SELECT CAST(COALESCE(SUM(CASE WHEN ev.kind = 'purchase' THEN ev.amount_minor ELSE -ev.amount_minor END), 0) AS BIGINT) FROM events ev WHERE ev.tenant_id = $1 AND ev.member_id = $2 AND ev.occurred_at + 0 > $3 AND ev.occurred_at + 0 <= $4 AND ev.kind IN ('purchase', 'refund')"
-        }
-        Metric::Orders => {
-            "SELECT COUNT(*) FROM events ev WHERE ev.tenant_id = $1 AND ev.member_id = $2 AND ev.kind = 'purchase' AND ev.occurred_at + 0 > $3 AND ev.occurred_at + 0 <= $4 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = ev.tenant_id AND o.order_id = ev.order_id AND o.total_minor > 0 AND o.refunded_minor >= o.total_minor)"
-        }
-        Metric::PointsEarned => {
-            "SELECT CAST(COALESCE(SUM(-en.amount), 0) AS BIGINT) FROM txns tx JOIN entries en ON en.txn_id = tx.id WHERE tx.tenant_id = $1 AND tx.member_id = $2 AND tx.kind IN ('earn', 'clawback') AND tx.created_at > $3 AND tx.created_at <= $4 AND en.account = 'issued'"
-        }
+        Metric::Spend => format!(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN ev.kind = 'purchase' THEN ev.amount_minor ELSE -ev.amount_minor END), 0) AS BIGINT) FROM events ev WHERE ev.tenant_id = $1 AND ev.member_id = {member} AND ev.occurred_at + 0 > {start} AND ev.occurred_at + 0 <= {end} AND ev.kind IN ('purchase', 'refund')"
+        ),
+        Metric::Orders => format!(
+            "SELECT COUNT(*) FROM events ev WHERE ev.tenant_id = $1 AND ev.member_id = {member} AND ev.kind = 'purchase' AND ev.occurred_at + 0 > {start} AND ev.occurred_at + 0 <= {end} AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = ev.tenant_id AND o.order_id = ev.order_id AND o.total_minor > 0 AND o.refunded_minor >= o.total_minor)"
+        ),
+        Metric::PointsEarned => format!(
+            "SELECT CAST(COALESCE(SUM(-en.amount), 0) AS BIGINT) FROM txns tx JOIN entries en ON en.txn_id = tx.id WHERE tx.tenant_id = $1 AND tx.member_id = {member} AND tx.kind IN ('earn', 'clawback') AND tx.created_at > {start} AND tx.created_at <= {end} AND en.account = 'issued'"
+        ),
     }
 }
 
@@ -74,7 +76,7 @@ pub(crate) fn measure(
         start.unwrap_or(i64::MIN).into(),
         end.into(),
     ];
-    Ok(c.query_one(metric_sql(metric), &params)?
+    Ok(c.query_one(&metric_sql(metric, "$2", "$3", "$4"), &params)?
         .map_or(0, |r| r.int(0))
         .max(0))
 }
@@ -90,7 +92,7 @@ fn state_and_measure(
 ) -> Result<Option<(TierState, i64)>> {
     let sql = format!(
         "SELECT m.tier, m.tier_since, m.tier_secured_until, ({}) FROM members m WHERE m.tenant_id = $1 AND m.id = $2",
-        metric_sql(metric)
+        metric_sql(metric, "$2", "$3", "$4")
     );
     let params = [
         tenant.into(),
@@ -159,6 +161,118 @@ fn apply(
     Ok(changed)
 }
 
+/// The window an event at `now` is measured over: (exclusive start, inclusive end). An event
+/// may be dated a little ahead of the server's clock (a till's clock); it counts.
+fn event_window(ladder: &Ladder, now: i64) -> (Option<i64>, i64) {
+    let end = now.saturating_add(MAX_FUTURE_SECS * 1_000_000);
+    (ladder.window_start(from_micros(now)).map(to_micros), end)
+}
+
+/// Member columns that bound a spend or orders metric without reading the member's events.
+///
+/// `purchased_minor` (every purchase adds its total; refunds take nothing off) and
+/// `order_count` (every purchase adds one) only grow. When a purchase's tier step measures
+/// the metric, it also sums the purchases alone over the window (started
+/// [`BOUND_MARGIN_MICROS`] earlier) and keeps `tier_floor` = counter − that sum, with
+/// `tier_floor_of` naming the metric and window. Later, counter − floor is at least the
+/// purchases in any window that starts no earlier, and so at least the metric: purchases
+/// recorded since are in the counter, purchases only leave a window as time passes, and
+/// refunds only lower it (a refund leaving the window raises the metric, but never above the
+/// purchases still in it). A purchase whose bound reaches no tier above the member's, and
+/// whose member is not due to requalify, stays where it is without reading events; the
+/// others measure as before. Points earned are measured every time (grants and custom events
+/// earn too).
+pub(crate) const TIER_BOUNDS: &str = "
+ALTER TABLE members ADD COLUMN purchased_minor BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN tier_floor BIGINT;
+ALTER TABLE members ADD COLUMN tier_floor_of TEXT;
+";
+
+/// How much earlier than its window a bound's sum of purchases starts: windows move with each
+/// writer's clock, and a start a little behind an earlier one must still be covered.
+const BOUND_MARGIN_MICROS: i64 = 3_600 * 1_000_000;
+
+/// The member columns a purchase's tier step reads, in [`TierRow::of`]'s order.
+pub(crate) const TIER_COLUMNS: &str =
+    "tier, tier_since, tier_secured_until, purchased_minor, order_count, tier_floor, tier_floor_of";
+
+/// A member's tier state and bound, as read with [`TIER_COLUMNS`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TierRow {
+    pub st: TierState,
+    pub purchased: i64,
+    pub orders: i64,
+    pub floor: Option<i64>,
+    pub floor_of: Option<String>,
+}
+
+impl TierRow {
+    pub(crate) fn of(r: &crate::conn::Row, at: usize) -> TierRow {
+        TierRow {
+            st: TierState {
+                tier: r.opt_text(at),
+                since: r.opt_int(at + 1),
+                secured_until: r.opt_int(at + 2),
+            },
+            purchased: r.int(at + 3),
+            orders: r.int(at + 4),
+            floor: r.opt_int(at + 5),
+            floor_of: r.opt_text(at + 6),
+        }
+    }
+
+    /// The row as a purchase of `total_minor` leaves it (read before the purchase wrote).
+    pub(crate) fn after_purchase(mut self, total_minor: i64) -> TierRow {
+        self.purchased += total_minor;
+        self.orders += 1;
+        self
+    }
+
+    fn counter(&self, metric: Metric) -> i64 {
+        match metric {
+            Metric::Spend => self.purchased,
+            _ => self.orders,
+        }
+    }
+}
+
+/// What a bound is kept for: the metric and window it bounds (`None`: points earned, which
+/// has no bound).
+fn bound_of(ladder: &Ladder) -> Option<String> {
+    let metric = match ladder.metric {
+        Metric::Spend => "spend",
+        Metric::Orders => "orders",
+        Metric::PointsEarned => return None,
+    };
+    Some(match ladder.window {
+        Window::Rolling { months } => format!("{metric} rolling {months}"),
+        Window::CalendarYear => format!("{metric} calendar_year"),
+        Window::Lifetime => format!("{metric} lifetime"),
+    })
+}
+
+/// The purchases alone, over the window from `start` on: what a bound is kept from.
+fn purchases_sql(metric: Metric, member: &str, start: &str) -> String {
+    let what = match metric {
+        Metric::Spend => "CAST(COALESCE(SUM(ev.amount_minor), 0) AS BIGINT)",
+        _ => "COUNT(*)",
+    };
+    format!(
+        "SELECT {what} FROM events ev WHERE ev.tenant_id = $1 AND ev.member_id = {member} AND ev.kind = 'purchase' AND ev.occurred_at + 0 > {start}"
+    )
+}
+
+/// True when the purchase surely leaves the tier as it is: the bound qualifies for no tier
+/// above the member's, and the member is not due to requalify (which [`Ladder::on_event`]
+/// decides on the metric itself).
+fn surely_stays(ladder: &Ladder, row: &TierRow, bound: i64, now: i64) -> bool {
+    let current = row.st.tier.as_deref().and_then(|t| ladder.rank_of(t));
+    let due = current.is_some()
+        && row.st.since.is_some()
+        && row.st.secured_until.is_some_and(|until| now >= until);
+    ladder.qualifies_for(bound) <= current && !due
+}
+
 /// Re-evaluates the member's tier after an event (`refund`: after a refund), in the event's
 /// transaction. The caller holds the member's row lock. Does nothing without tiers.
 pub(crate) fn after_event(
@@ -172,16 +286,42 @@ pub(crate) fn after_event(
     let Some(ladder) = settings.ladder() else {
         return Ok(());
     };
-    if refund && ladder.on_refund == fidelis_core::tiers::OnRefund::AtReview {
+    if !refund {
+        let row = c
+            .query_one(
+                &format!("SELECT {TIER_COLUMNS} FROM members WHERE tenant_id = $1 AND id = $2"),
+                &[tenant.into(), member.into()],
+            )?
+            .map(|r| TierRow::of(&r, 0));
+        return match row {
+            Some(row) => after_purchases(c, tenant, &ladder, &[(member, now, row)]),
+            None => Ok(()),
+        };
+    }
+    if ladder.on_refund == fidelis_core::tiers::OnRefund::AtReview {
         return Ok(());
     }
-    let at = from_micros(now);
-    // An event may be dated a little ahead of the server's clock (a till's clock); it counts.
-    let end = now.saturating_add(MAX_FUTURE_SECS * 1_000_000);
-    let start = ladder.window_start(at).map(to_micros);
+    let (start, end) = event_window(&ladder, now);
     let Some((st, value)) = state_and_measure(c, tenant, member, ladder.metric, start, end)? else {
         return Ok(());
     };
+    decide(c, tenant, member, &ladder, &st, value, now, refund)
+}
+
+/// What an event does to a member's tier, given the tier state and the metric measured after
+/// it: the core decides, and a move is applied with its history.
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    ladder: &Ladder,
+    st: &TierState,
+    value: i64,
+    now: i64,
+    refund: bool,
+) -> Result<()> {
+    let at = from_micros(now);
     let current = st.tier.as_deref().and_then(|t| ladder.rank_of(t));
     let (mv, reason) = if refund {
         (ladder.on_refund(current, value, at), "refund")
@@ -200,7 +340,148 @@ pub(crate) fn after_event(
         };
         (mv, reason)
     };
-    apply(c, tenant, member, &ladder, &st, mv, reason, value, now)?;
+    apply(c, tenant, member, ladder, st, mv, reason, value, now)?;
+    Ok(())
+}
+
+/// The tier step of purchases already written, each member once, rows locked, under one
+/// ladder: `posted` gives each member, the purchase's `now`, and the member's [`TierRow`] as
+/// the purchase left it. Members whose bound shows they stay are done without reading their
+/// events; the others are measured (on PostgreSQL with one query for all, their windows as
+/// array parameters; on SQLite, where a statement costs no round trip, one by one), their
+/// bounds kept, and the rare move applied member by member.
+pub(crate) fn after_purchases(
+    c: &mut dyn Conn,
+    tenant: &str,
+    ladder: &Ladder,
+    posted: &[(&str, i64, TierRow)],
+) -> Result<()> {
+    let of = bound_of(ladder);
+    let measure: Vec<&(&str, i64, TierRow)> = posted
+        .iter()
+        .filter(|(_, now, row)| {
+            let bound = match (&of, row.floor, &row.floor_of) {
+                (Some(of), Some(floor), Some(kept)) if of == kept => {
+                    row.counter(ladder.metric).saturating_sub(floor)
+                }
+                _ => return true,
+            };
+            !surely_stays(ladder, row, bound, *now)
+        })
+        .collect();
+    if measure.is_empty() {
+        return Ok(());
+    }
+    // Per member: the metric, and the purchases alone from a little before the window.
+    let windows: Vec<(i64, i64, i64)> = measure
+        .iter()
+        .map(|(_, now, _)| {
+            let (start, end) = event_window(ladder, *now);
+            let start = start.unwrap_or(i64::MIN);
+            (start, end, start.saturating_sub(BOUND_MARGIN_MICROS))
+        })
+        .collect();
+    let purchases = |member: &str, start: &str| match of {
+        Some(_) => purchases_sql(ladder.metric, member, start),
+        None => "SELECT 0".into(),
+    };
+    let mut measured: Vec<(i64, i64)> = Vec::with_capacity(measure.len());
+    if c.dialect() == crate::conn::Dialect::Postgres {
+        let members: Vec<Option<&str>> = measure.iter().map(|(m, _, _)| Some(*m)).collect();
+        let starts: Vec<Option<i64>> = windows.iter().map(|w| Some(w.0)).collect();
+        let ends: Vec<Option<i64>> = windows.iter().map(|w| Some(w.1)).collect();
+        let earlier: Vec<Option<i64>> = windows.iter().map(|w| Some(w.2)).collect();
+        let sql = format!(
+            "SELECT ({}), ({}) FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS u(id, s, e, b, k) ORDER BY u.k",
+            metric_sql(ladder.metric, "u.id", "u.s", "u.e"),
+            purchases("u.id", "u.b"),
+        );
+        let params = [
+            tenant.into(),
+            crate::conn::Param::Texts(&members),
+            crate::conn::Param::Ints(&starts),
+            crate::conn::Param::Ints(&ends),
+            crate::conn::Param::Ints(&earlier),
+        ];
+        for r in c.query(&sql, &params)? {
+            measured.push((r.int(0), r.int(1)));
+        }
+    } else {
+        let sql = format!(
+            "SELECT ({}), ({})",
+            metric_sql(ladder.metric, "$2", "$3", "$4"),
+            purchases("$2", "$5")
+        );
+        for ((member, _, _), &(s, e, b)) in measure.iter().zip(&windows) {
+            let mut params = vec![tenant.into(), (*member).into(), s.into(), e.into()];
+            if of.is_some() {
+                params.push(b.into());
+            }
+            let r = c
+                .query_one(&sql, &params)?
+                .ok_or_else(|| StoreError::Busy("a tier measure returned no row".into()))?;
+            measured.push((r.int(0), r.int(1)));
+        }
+    }
+    if measured.len() != measure.len() {
+        return Err(StoreError::Busy("a tier measure missed members".into()));
+    }
+    if let Some(of) = &of {
+        keep_floors(c, tenant, of, &measure, &measured)?;
+    }
+    for ((member, now, row), (value, _)) in measure.iter().zip(measured) {
+        decide(
+            c,
+            tenant,
+            member,
+            ladder,
+            &row.st,
+            value.max(0),
+            *now,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+/// Keeps each measured member's floor: its counter less the purchases just summed.
+fn keep_floors(
+    c: &mut dyn Conn,
+    tenant: &str,
+    of: &str,
+    measure: &[&(&str, i64, TierRow)],
+    measured: &[(i64, i64)],
+) -> Result<()> {
+    let metric = if of.starts_with("spend") {
+        Metric::Spend
+    } else {
+        Metric::Orders
+    };
+    let floors: Vec<i64> = measure
+        .iter()
+        .zip(measured)
+        .map(|((_, _, row), (_, bought))| row.counter(metric).saturating_sub(*bought))
+        .collect();
+    if c.dialect() == crate::conn::Dialect::Postgres {
+        let members: Vec<Option<&str>> = measure.iter().map(|(m, _, _)| Some(*m)).collect();
+        let floors: Vec<Option<i64>> = floors.into_iter().map(Some).collect();
+        c.execute(
+            "UPDATE members m SET tier_floor = u.f, tier_floor_of = $2 FROM unnest($3::text[], $4::bigint[]) AS u(id, f) WHERE m.tenant_id = $1 AND m.id = u.id",
+            &[
+                tenant.into(),
+                of.into(),
+                crate::conn::Param::Texts(&members),
+                crate::conn::Param::Ints(&floors),
+            ],
+        )?;
+    } else {
+        for ((member, _, _), floor) in measure.iter().zip(floors) {
+            c.execute(
+                "UPDATE members SET tier_floor = $3, tier_floor_of = $4 WHERE tenant_id = $1 AND id = $2",
+                &[tenant.into(), (*member).into(), floor.into(), of.into()],
+            )?;
+        }
+    }
     Ok(())
 }
 

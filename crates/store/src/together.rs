@@ -27,6 +27,7 @@ use crate::error::{Result, StoreError};
 use crate::idem::{self, IdemKey};
 use crate::ledger::{expiry_for, ts};
 use crate::model::{BalanceNow, PurchaseOutcome};
+use crate::tiers::TierRow;
 use fidelis_core::earn::Award;
 use fidelis_core::event::{MemberKey, Purchase};
 use fidelis_core::ledger::{Account, repay_debt};
@@ -236,6 +237,8 @@ struct Plan<'a> {
     lot_id: i64,
     /// The purchase's awards, cut to their caps and budgets (`awards::settle`).
     awards: Vec<Award>,
+    /// The member's tier state and bound, as this purchase leaves them.
+    tier_row: TierRow,
 }
 
 fn write_chunk(
@@ -248,7 +251,7 @@ fn write_chunk(
     // those named by id, then those named by external id. Each list has the group's size,
     // padded with NULLs (which match nothing), so each query keeps one shape per size (one in
     // all on PostgreSQL).
-    let mut by_id: HashMap<String, (String, i64, i64)> = HashMap::new();
+    let mut by_id: HashMap<String, (String, i64, i64, TierRow)> = HashMap::new();
     let mut by_ext: HashMap<String, String> = HashMap::new();
     for (column, pick) in [("id", 1usize), ("external_id", 2)] {
         let keys: Vec<Option<&str>> = group
@@ -260,7 +263,8 @@ fn write_chunk(
         }
         let (condition, params) = one_of(c, tenant, column, &keys);
         let sql = format!(
-            "SELECT id, external_id, available, pending FROM members WHERE tenant_id = $1 AND {condition} AND {column} IS NOT NULL ORDER BY id{}",
+            "SELECT id, external_id, available, pending, {} FROM members WHERE tenant_id = $1 AND {condition} AND {column} IS NOT NULL ORDER BY id{}",
+            crate::tiers::TIER_COLUMNS,
             c.dialect().for_update()
         );
         for r in c.query(&sql, &params)? {
@@ -268,7 +272,7 @@ fn write_chunk(
             if let Some(ext) = r.opt_text(1) {
                 by_ext.insert(ext, id.clone());
             }
-            by_id.insert(id.clone(), (id, r.int(2), r.int(3)));
+            by_id.insert(id.clone(), (id, r.int(2), r.int(3), TierRow::of(&r, 4)));
         }
     }
     // Orders already recorded run alone (they answer as duplicates or conflicts).
@@ -309,7 +313,8 @@ fn write_chunk(
             plans.push(None);
             continue;
         };
-        let (_, available, pending_balance) = by_id[&member];
+        let (_, available, pending_balance, ref tier_row) = by_id[&member];
+        let tier_row = tier_row.clone().after_purchase(j.purchase.total.minor);
         // Capped and budgeted awards are settled under their counters' locks, after the
         // members' (the one-by-one path's order), member by member in the group's order.
         let awards = crate::awards::settle(c, tenant, &member, &j.awards)?;
@@ -340,6 +345,7 @@ fn write_chunk(
             txn_id: 0,
             lot_id: 0,
             awards,
+            tier_row,
         }));
     }
     let mut live: Vec<&mut Plan<'_>> = plans.iter_mut().flatten().collect();
@@ -401,16 +407,40 @@ fn write_chunk(
     }
     write_keys(c, tenant, &posted, &results)?;
 
-    // What the programme adds after a purchase (cashback, tier moves), member by member.
-    for pl in posted {
-        crate::member_value::after_purchase(
+    // What the programme adds after a purchase: cashback, member by member, then tier moves,
+    // measured for the whole chunk at once where the purchases share a ladder (as
+    // `member_value::after_purchase` does one by one).
+    for pl in posted.iter() {
+        let p = &pl.job.purchase;
+        let s = &pl.job.settings;
+        crate::credit::cashback(
             c,
             tenant,
             &pl.member,
-            &pl.job.purchase,
-            &pl.job.settings,
+            &p.order_id,
+            p.total.minor,
+            s,
             pl.job.now,
         )?;
+    }
+    let ladder = posted.iter().find_map(|pl| pl.job.settings.ladder());
+    if let Some(ladder) = ladder {
+        let mut same = Vec::with_capacity(posted.len());
+        for pl in posted.iter() {
+            if pl.job.settings.ladder().as_ref() == Some(&ladder) {
+                same.push((pl.member.as_str(), pl.job.now, pl.tier_row.clone()));
+            } else {
+                crate::tiers::after_event(
+                    c,
+                    tenant,
+                    &pl.member,
+                    &pl.job.settings,
+                    pl.job.now,
+                    false,
+                )?;
+            }
+        }
+        crate::tiers::after_purchases(c, tenant, &ladder, &same)?;
     }
     let mut outcomes = outcomes.into_iter().map(|(_, o)| o);
     Ok(plans
@@ -622,7 +652,7 @@ const POST_UNNEST: &str = "WITH p AS (
 ), up AS (
   UPDATE members m SET available = m.available + p.d_available, pending = m.pending + p.d_pending,
     lifetime_earned = m.lifetime_earned + p.points, order_count = m.order_count + 1,
-    lifetime_spend_minor = m.lifetime_spend_minor + p.total_minor,
+    lifetime_spend_minor = m.lifetime_spend_minor + p.total_minor, purchased_minor = m.purchased_minor + p.total_minor,
     last_activity_at = CASE WHEN m.last_activity_at IS NULL OR m.last_activity_at < p.occurred_at THEN p.occurred_at ELSE m.last_activity_at END,
     updated_at = p.now,
     open_lots_from = CASE WHEN p.keep > 0 AND (m.open_lots_from IS NULL OR m.open_lots_from > p.txn_id) THEN p.txn_id ELSE m.open_lots_from END
@@ -943,7 +973,7 @@ fn write_rows_multi(
         })
         .collect();
     let sql = format!(
-        "UPDATE members SET available = available + d.column2, pending = pending + d.column3, lifetime_earned = lifetime_earned + d.column4, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + d.column5, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < d.column6 THEN d.column6 ELSE last_activity_at END, updated_at = d.column7, open_lots_from = {} FROM (VALUES {}) AS d WHERE members.tenant_id = $1 AND members.id = d.column1",
+        "UPDATE members SET available = available + d.column2, pending = pending + d.column3, lifetime_earned = lifetime_earned + d.column4, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + d.column5, purchased_minor = purchased_minor + d.column5, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < d.column6 THEN d.column6 ELSE last_activity_at END, updated_at = d.column7, open_lots_from = {} FROM (VALUES {}) AS d WHERE members.tenant_id = $1 AND members.id = d.column1",
         crate::ledger::open_from("d.column8"),
         values.join(", ")
     );
