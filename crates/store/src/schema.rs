@@ -12,7 +12,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "lean_hot_path", LEAN_HOT_PATH),
     (7, "byte_order_keys", BYTE_ORDER_KEYS),
     (8, "tier_bounds", crate::tiers::TIER_BOUNDS),
+    (9, "event_kind_in_byte_order", EVENT_KIND_IN_BYTE_ORDER),
 ];
+
+/// `events.kind` became part of an index's key (`events_by_member`, for the tier measure):
+/// keys compare byte by byte on PostgreSQL (see [`BYTE_ORDER_KEYS`]). Changing the collation
+/// rewrites no rows; the index is built again.
+const EVENT_KIND_IN_BYTE_ORDER: &str = r#"-- PostgreSQL only
+ALTER TABLE events ALTER COLUMN kind TYPE TEXT COLLATE "C";
+"#;
 
 /// A migration whose text starts so runs on PostgreSQL only (SQLite records it as applied).
 const POSTGRES_ONLY: &str = "-- PostgreSQL only";

@@ -112,22 +112,34 @@ fn state_and_measure(
     }))
 }
 
-/// Applies a move; returns true when the tier changed.
+/// A move as written: the member row's new tier state and its history row.
+struct Written {
+    member: String,
+    from: Option<String>,
+    to: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    reason: &'static str,
+    value: i64,
+    effective: i64,
+    now: i64,
+    changed: bool,
+}
+
+/// What a move writes (`None` for [`Move::Stay`]).
 #[allow(clippy::too_many_arguments)]
-fn apply(
-    c: &mut dyn Conn,
-    tenant: &str,
+fn written(
     member: &str,
     ladder: &Ladder,
     st: &TierState,
     mv: Move,
-    reason: &str,
+    reason: &'static str,
     value: i64,
     now: i64,
-) -> Result<bool> {
+) -> Option<Written> {
     let name = |r: Option<usize>| r.and_then(|r| ladder.levels.get(r)).map(|l| l.name.clone());
     let (to, since, until, changed) = match mv {
-        Move::Stay => return Ok(false),
+        Move::Stay => return None,
         Move::Renew { secured_until } => (
             st.tier.clone(),
             st.since,
@@ -149,15 +161,89 @@ fn apply(
             )
         }
     };
-    c.execute(
-        "UPDATE members SET tier = $3, tier_since = $4, tier_secured_until = $5 WHERE tenant_id = $1 AND id = $2",
-        &[tenant.into(), member.into(), to.as_ref().into(), since.into(), until.into()],
-    )?;
-    let effective = if changed { since.unwrap_or(now) } else { now };
-    c.execute(
-        "INSERT INTO tier_history (tenant_id, member_id, from_tier, to_tier, reason, metric_value, secured_until, effective_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[tenant.into(), member.into(), st.tier.as_ref().into(), to.as_ref().into(), reason.into(), value.into(), until.into(), effective.into(), now.into()],
-    )?;
+    Some(Written {
+        member: member.to_string(),
+        from: st.tier.clone(),
+        effective: if changed { since.unwrap_or(now) } else { now },
+        to,
+        since,
+        until,
+        reason,
+        value,
+        now,
+        changed,
+    })
+}
+
+/// Writes moves: on PostgreSQL all of them with one statement (member rows, and history rows
+/// in the moves' order), elsewhere one by one.
+fn write_moves(c: &mut dyn Conn, tenant: &str, moves: &[Written]) -> Result<()> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    if c.dialect() == crate::conn::Dialect::Postgres {
+        use crate::conn::Param;
+        let texts = |f: &dyn Fn(&Written) -> Option<&str>| -> Vec<Option<&str>> {
+            moves.iter().map(f).collect()
+        };
+        let ints = |f: &dyn Fn(&Written) -> Option<i64>| -> Vec<Option<i64>> {
+            moves.iter().map(f).collect()
+        };
+        let (members, from, to, reason) = (
+            texts(&|m| Some(m.member.as_str())),
+            texts(&|m| m.from.as_deref()),
+            texts(&|m| m.to.as_deref()),
+            texts(&|m| Some(m.reason)),
+        );
+        let (since, until, value, effective, now) = (
+            ints(&|m| m.since),
+            ints(&|m| m.until),
+            ints(&|m| Some(m.value)),
+            ints(&|m| Some(m.effective)),
+            ints(&|m| Some(m.now)),
+        );
+        c.execute(
+            "WITH u AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) WITH ORDINALITY AS t(id, from_tier, to_tier, reason, since, until, value, effective, now, k)),
+             up AS (UPDATE members m SET tier = u.to_tier, tier_since = u.since, tier_secured_until = u.until FROM u WHERE m.tenant_id = $1 AND m.id = u.id)
+             INSERT INTO tier_history (tenant_id, member_id, from_tier, to_tier, reason, metric_value, secured_until, effective_at, recorded_at) SELECT $1, id, from_tier, to_tier, reason, value, until, effective, now FROM u ORDER BY k",
+            &[
+                tenant.into(), Param::Texts(&members), Param::Texts(&from), Param::Texts(&to), Param::Texts(&reason),
+                Param::Ints(&since), Param::Ints(&until), Param::Ints(&value), Param::Ints(&effective), Param::Ints(&now),
+            ],
+        )?;
+        return Ok(());
+    }
+    for m in moves {
+        c.execute(
+            "UPDATE members SET tier = $3, tier_since = $4, tier_secured_until = $5 WHERE tenant_id = $1 AND id = $2",
+            &[tenant.into(), m.member.as_str().into(), m.to.as_deref().into(), m.since.into(), m.until.into()],
+        )?;
+        c.execute(
+            "INSERT INTO tier_history (tenant_id, member_id, from_tier, to_tier, reason, metric_value, secured_until, effective_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[tenant.into(), m.member.as_str().into(), m.from.as_deref().into(), m.to.as_deref().into(), m.reason.into(), m.value.into(), m.until.into(), m.effective.into(), m.now.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Applies a move; returns true when the tier changed.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    ladder: &Ladder,
+    st: &TierState,
+    mv: Move,
+    reason: &'static str,
+    value: i64,
+    now: i64,
+) -> Result<bool> {
+    let Some(w) = written(member, ladder, st, mv, reason, value, now) else {
+        return Ok(false);
+    };
+    let changed = w.changed;
+    write_moves(c, tenant, std::slice::from_ref(&w))?;
     Ok(changed)
 }
 
@@ -182,10 +268,16 @@ fn event_window(ladder: &Ladder, now: i64) -> (Option<i64>, i64) {
 /// whose member is not due to requalify, stays where it is without reading events; the
 /// others measure as before. Points earned are measured every time (grants and custom events
 /// earn too).
+///
+/// The measure itself reads the member's events through `events_by_member`, which now carries
+/// each event's kind and amount: a spend measure reads the index alone (a member's events are
+/// otherwise each on a table page of its own, with their payloads).
 pub(crate) const TIER_BOUNDS: &str = "
 ALTER TABLE members ADD COLUMN purchased_minor BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE members ADD COLUMN tier_floor BIGINT;
 ALTER TABLE members ADD COLUMN tier_floor_of TEXT;
+DROP INDEX events_by_member;
+CREATE INDEX events_by_member ON events (tenant_id, member_id, occurred_at, kind, amount_minor);
 ";
 
 /// How much earlier than its window a bound's sum of purchases starts: windows move with each
@@ -321,6 +413,21 @@ fn decide(
     now: i64,
     refund: bool,
 ) -> Result<()> {
+    match decision(member, ladder, st, value, now, refund) {
+        Some(w) => write_moves(c, tenant, std::slice::from_ref(&w)),
+        None => Ok(()),
+    }
+}
+
+/// The core's decision after an event, as what it writes (`None`: the member stays).
+fn decision(
+    member: &str,
+    ladder: &Ladder,
+    st: &TierState,
+    value: i64,
+    now: i64,
+    refund: bool,
+) -> Option<Written> {
     let at = from_micros(now);
     let current = st.tier.as_deref().and_then(|t| ladder.rank_of(t));
     let (mv, reason) = if refund {
@@ -340,8 +447,7 @@ fn decide(
         };
         (mv, reason)
     };
-    apply(c, tenant, member, ladder, st, mv, reason, value, now)?;
-    Ok(())
+    written(member, ladder, st, mv, reason, value, now)
 }
 
 /// The tier step of purchases already written, each member once, rows locked, under one
@@ -349,7 +455,8 @@ fn decide(
 /// the purchase left it. Members whose bound shows they stay are done without reading their
 /// events; the others are measured (on PostgreSQL with one query for all, their windows as
 /// array parameters; on SQLite, where a statement costs no round trip, one by one), their
-/// bounds kept, and the rare move applied member by member.
+/// bounds kept, and their moves written (on PostgreSQL, one statement measures and keeps
+/// the bounds, one writes the moves, whatever their number).
 pub(crate) fn after_purchases(
     c: &mut dyn Conn,
     tenant: &str,
@@ -387,12 +494,26 @@ pub(crate) fn after_purchases(
     };
     let mut measured: Vec<(i64, i64)> = Vec::with_capacity(measure.len());
     if c.dialect() == crate::conn::Dialect::Postgres {
+        // One statement: each member's metric and purchases, and the floor kept from them.
         let members: Vec<Option<&str>> = measure.iter().map(|(m, _, _)| Some(*m)).collect();
         let starts: Vec<Option<i64>> = windows.iter().map(|w| Some(w.0)).collect();
         let ends: Vec<Option<i64>> = windows.iter().map(|w| Some(w.1)).collect();
         let earlier: Vec<Option<i64>> = windows.iter().map(|w| Some(w.2)).collect();
+        let counters: Vec<Option<i64>> = measure
+            .iter()
+            .map(|(_, _, row)| Some(row.counter(ladder.metric)))
+            .collect();
+        let keep = match &of {
+            Some(_) => {
+                "UPDATE members m SET tier_floor = v.c - v.bought, tier_floor_of = $7 FROM v WHERE m.tenant_id = $1 AND m.id = v.id"
+            }
+            None => "SELECT 1 WHERE $7::text IS NULL",
+        };
         let sql = format!(
-            "SELECT ({}), ({}) FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS u(id, s, e, b, k) ORDER BY u.k",
+            "WITH u AS (SELECT * FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS t(id, s, e, b, c, k)),
+             v AS MATERIALIZED (SELECT u.id, u.k, u.c, ({}) AS value, ({}) AS bought FROM u),
+             kept AS ({keep})
+             SELECT value, bought FROM v ORDER BY k",
             metric_sql(ladder.metric, "u.id", "u.s", "u.e"),
             purchases("u.id", "u.b"),
         );
@@ -402,6 +523,8 @@ pub(crate) fn after_purchases(
             crate::conn::Param::Ints(&starts),
             crate::conn::Param::Ints(&ends),
             crate::conn::Param::Ints(&earlier),
+            crate::conn::Param::Ints(&counters),
+            of.as_deref().into(),
         ];
         for r in c.query(&sql, &params)? {
             measured.push((r.int(0), r.int(1)));
@@ -422,29 +545,25 @@ pub(crate) fn after_purchases(
                 .ok_or_else(|| StoreError::Busy("a tier measure returned no row".into()))?;
             measured.push((r.int(0), r.int(1)));
         }
+        if let Some(of) = &of {
+            keep_floors(c, tenant, of, &measure, &measured)?;
+        }
     }
     if measured.len() != measure.len() {
         return Err(StoreError::Busy("a tier measure missed members".into()));
     }
-    if let Some(of) = &of {
-        keep_floors(c, tenant, of, &measure, &measured)?;
-    }
-    for ((member, now, row), (value, _)) in measure.iter().zip(measured) {
-        decide(
-            c,
-            tenant,
-            member,
-            ladder,
-            &row.st,
-            value.max(0),
-            *now,
-            false,
-        )?;
-    }
-    Ok(())
+    let moves: Vec<Written> = measure
+        .iter()
+        .zip(measured)
+        .filter_map(|((member, now, row), (value, _))| {
+            decision(member, ladder, &row.st, value.max(0), *now, false)
+        })
+        .collect();
+    write_moves(c, tenant, &moves)
 }
 
-/// Keeps each measured member's floor: its counter less the purchases just summed.
+/// Keeps each measured member's floor: its counter less the purchases just summed (one
+/// statement each; PostgreSQL keeps them in the measuring statement).
 fn keep_floors(
     c: &mut dyn Conn,
     tenant: &str,
@@ -457,30 +576,12 @@ fn keep_floors(
     } else {
         Metric::Orders
     };
-    let floors: Vec<i64> = measure
-        .iter()
-        .zip(measured)
-        .map(|((_, _, row), (_, bought))| row.counter(metric).saturating_sub(*bought))
-        .collect();
-    if c.dialect() == crate::conn::Dialect::Postgres {
-        let members: Vec<Option<&str>> = measure.iter().map(|(m, _, _)| Some(*m)).collect();
-        let floors: Vec<Option<i64>> = floors.into_iter().map(Some).collect();
+    for ((member, _, row), (_, bought)) in measure.iter().zip(measured) {
+        let floor = row.counter(metric).saturating_sub(*bought);
         c.execute(
-            "UPDATE members m SET tier_floor = u.f, tier_floor_of = $2 FROM unnest($3::text[], $4::bigint[]) AS u(id, f) WHERE m.tenant_id = $1 AND m.id = u.id",
-            &[
-                tenant.into(),
-                of.into(),
-                crate::conn::Param::Texts(&members),
-                crate::conn::Param::Ints(&floors),
-            ],
+            "UPDATE members SET tier_floor = $3, tier_floor_of = $4 WHERE tenant_id = $1 AND id = $2",
+            &[tenant.into(), (*member).into(), floor.into(), of.into()],
         )?;
-    } else {
-        for ((member, _, _), floor) in measure.iter().zip(floors) {
-            c.execute(
-                "UPDATE members SET tier_floor = $3, tier_floor_of = $4 WHERE tenant_id = $1 AND id = $2",
-                &[tenant.into(), (*member).into(), floor.into(), of.into()],
-            )?;
-        }
     }
     Ok(())
 }
