@@ -17,7 +17,7 @@ use fidelis_app::{App, MemberInput, Principal, Scope, SystemClock};
 use fidelis_core::ProgramSettings;
 use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput};
 use fidelis_core::program::ExpiryPolicy;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -217,6 +217,35 @@ async fn load(
         reward: reward.id,
         rate,
     })
+}
+
+/// With `--tiers`: members per tier at the end, and the moves recorded during the run.
+struct TierSummary {
+    members: Vec<(String, Value)>,
+    moves: i64,
+}
+
+async fn tier_summary(store: &fidelis_store::Store, since: i64) -> anyhow::Result<TierSummary> {
+    store
+        .read(move |c| {
+            let members = c
+                .query(
+                    "SELECT COALESCE(tier, 'none'), COUNT(*) FROM members WHERE tenant_id = $1 GROUP BY 1 ORDER BY 1",
+                    &[TENANT.into()],
+                )?
+                .iter()
+                .map(|r| (r.text(0), Value::from(r.int(1))))
+                .collect();
+            let moves = c
+                .query_one(
+                    "SELECT COUNT(*) FROM tier_history WHERE tenant_id = $1 AND recorded_at >= $2",
+                    &[TENANT.into(), since.into()],
+                )?
+                .map_or(0, |r| r.int(0));
+            Ok(TierSummary { members, moves })
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `per_member` past purchases for each member, dated evenly over the last 24 months (oldest
@@ -888,6 +917,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         Arc::new(Driver::Http(addr))
     };
 
+    let run_started_us = Utc::now().timestamp_micros();
     // 0: as fast as possible.
     let per_conn_pace = (1_000_000 * o.connections as u64)
         .checked_div(o.rate)
@@ -1008,6 +1038,21 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         ledger.transactions,
         if ledger.ok() { "ok" } else { "BROKEN" }
     );
+    let tiers = if o.tiers {
+        let t = tier_summary(&store, run_started_us).await?;
+        println!(
+            "tiers at the end: {}; {} moves during the run",
+            t.members
+                .iter()
+                .map(|(tier, n)| format!("{tier} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            t.moves
+        );
+        Some(t)
+    } else {
+        None
+    };
     if let Some(w) = write_path.as_ref().filter(|_| !o.ceiling) {
         println!(
             "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean, writer busy {:.1} µs per write{}",
@@ -1088,6 +1133,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "rate_target": o.rate,
         "member_load_per_second": load_rate,
         "operations": rows,
+        "tier_members": tiers.as_ref().map(|t| t.members.iter().cloned().collect::<serde_json::Map<String, Value>>()),
+        "tier_moves": tiers.as_ref().map(|t| t.moves),
         "ledger_entries": ledger.entries,
         "ledger_ok": ledger.ok(),
         "batch_size": o.batch_size,

@@ -253,3 +253,30 @@ fn a_capped_rule_is_settled_on_every_purchase_without_failures() {
     check(&report, "inprocess");
     assert_eq!(report["capped_rule"], true, "{report}");
 }
+
+#[test]
+fn a_tier_ladder_and_a_history_are_loaded_and_members_move_during_the_run() {
+    let report = bench(&["--inprocess", "--tiers", "--history", "2"]);
+    check(&report, "inprocess");
+    assert_eq!(report["tiers"], true, "{report}");
+    assert_eq!(report["history"], 2, "{report}");
+    // Two past purchases per member, each an earning transaction of two entries, before the
+    // run's own.
+    assert!(
+        report["ledger_entries"].as_i64().unwrap_or(0) > 200 * 2 * 2,
+        "{report}"
+    );
+    let tiers = report["tier_members"]
+        .as_object()
+        .expect("members per tier");
+    let placed: i64 = tiers.values().filter_map(Value::as_i64).sum();
+    assert_eq!(placed, 200, "every member counted once: {report}");
+    assert!(
+        !tiers.contains_key("none"),
+        "a purchase places every member: {report}"
+    );
+    assert!(
+        report["tier_moves"].as_i64().unwrap_or(0) > 0,
+        "members cross thresholds during the run: {report}"
+    );
+}
