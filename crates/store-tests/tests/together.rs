@@ -142,6 +142,49 @@ async fn post(store: &Store, t: &str, s: &ProgramSettings, p: PurchaseInput) -> 
             })),
         });
     }
+    // Every order earns 1 point from a campaign's budget shared by all members (never used
+    // up here, so which purchase comes first does not matter: the counter must hold one per
+    // order, the adds of a whole group included). Members who buy once are offered a
+    // second-order bonus their only order cannot have: its counter must be left without a row,
+    // as the one-by-one path, which never reaches it, leaves it.
+    let limit = |counter: &str, per_member: bool, period: &str, max: i64| AwardLimit {
+        counter: counter.into(),
+        per_member,
+        period: period.into(),
+        max,
+        label: "test limit",
+    };
+    awards.push(Award {
+        source: "campaign:budget".into(),
+        rule_version: Some(1),
+        points: 1,
+        description: "budgeted bonus".into(),
+        campaign: None,
+        capped_from: None,
+        terms: Some(Box::new(AwardTerms {
+            limits: std::sync::Arc::from(vec![limit("campaign:budget", false, "budget", 1_000)]),
+            nth_order: None,
+            basis: None,
+        })),
+    });
+    let buys_once = p
+        .order_id
+        .strip_prefix('o')
+        .and_then(|i| i.parse::<usize>().ok())
+        .is_some_and(|i| i % 5 != 0);
+    awards.extend(buys_once.then(|| Award {
+        source: "rule:second".into(),
+        rule_version: Some(1),
+        points: 4,
+        description: "second order bonus".into(),
+        campaign: None,
+        capped_from: None,
+        terms: Some(Box::new(AwardTerms {
+            limits: std::sync::Arc::from(vec![limit("rule:second", true, "life", 100)]),
+            nth_order: Some((2, false)),
+            basis: None,
+        })),
+    }));
     // Orders whose number starts with an odd digit come with an idempotency key (the resent
     // one, o3, with the same key and request: it replays).
     let keyed = p
@@ -199,6 +242,7 @@ async fn rows(store: &Store, t: &str) -> Vec<String> {
         "SELECT 'award', m.external_id, x.order_id, x.source, x.points, x.basis, x.basis_total FROM awards x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'order', m.external_id, x.order_id, x.total_minor, x.lines, x.awarded, x.refunded_minor, CASE WHEN x.event_id IS NULL THEN 0 ELSE 1 END FROM orders x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
         "SELECT 'counter', x.counter, m.external_id, x.period, x.points FROM rule_counters x JOIN members m ON m.tenant_id = x.tenant_id AND m.id = x.member_id WHERE x.tenant_id = $1",
+        "SELECT 'budget', x.counter, x.period, x.points FROM rule_counters x WHERE x.tenant_id = $1 AND x.member_id = ''",
         "SELECT 'key', x.key, x.request_hash, x.created_at, CASE WHEN x.response = o.result THEN 'the order''s answer' ELSE 'another answer' END FROM idempotency x LEFT JOIN orders o ON o.tenant_id = x.tenant_id AND 'k-' || o.order_id = x.key WHERE x.tenant_id = $1",
     ];
     let mut out = store
@@ -289,6 +333,13 @@ async fn posted_together_leave_the_rows_of_one_by_one(db: TestDb) {
             !capped.is_empty() && capped.iter().all(|r| r.contains("|rule:capped|2|")),
             "the bonus is cut to its cap: {capped:?}"
         );
+        let budget: Vec<&String> = rows_a.iter().filter(|r| r.starts_with("budget|")).collect();
+        assert_eq!(budget.len(), 1, "one budget counter: {budget:?}");
+        let second: Vec<&String> = rows_a
+            .iter()
+            .filter(|r| r.starts_with("counter|rule:second|"))
+            .collect();
+        assert!(second.is_empty(), "no second order, no counter: {second:?}");
         let keys: Vec<&String> = rows_a.iter().filter(|r| r.starts_with("key|")).collect();
         assert_eq!(keys.len(), 18, "{keys:?}");
         assert!(
@@ -317,4 +368,96 @@ async fn posted_together_leave_the_rows_of_one_by_one(db: TestDb) {
     }
 }
 
-on_both!(posted_together_leave_the_rows_of_one_by_one);
+/// A budget shared by all members, smaller than what a group of purchases asks of it: each
+/// purchase of the group must see what the ones before it took (the grouped write settles
+/// them in memory against the counter it locked once), so exactly the budget is given.
+async fn a_budget_shared_by_a_group_is_never_overspent(db: TestDb) {
+    let s = ProgramSettings {
+        pending_days: 0,
+        expiry: ExpiryPolicy::None,
+        ..ProgramSettings::default()
+    };
+    let store = db.store_with(
+        StoreOptions {
+            post_together: true,
+            ..StoreOptions::for_dialect(fidelis_store_tests::backend(&db.url).dialect())
+        },
+        0,
+    );
+    let ids = tenant(&store, "budget", &s).await;
+    let before = store.metrics().posted_together.load(Ordering::Relaxed);
+    let mut set = tokio::task::JoinSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let member = MemberRef {
+            id: Some(id.clone()),
+            external_id: None,
+        };
+        let p = input(member, &format!("b{i}"), 2_000, t0())
+            .validate(&s, t0())
+            .expect("valid");
+        let mut awards = BaseEarner.awards(&EarnContext {
+            program: &s,
+            event: Trigger::Purchase(&p),
+            member: &MemberFacts::default(),
+            now: t0(),
+        });
+        awards.push(Award {
+            source: "campaign:launch".into(),
+            rule_version: Some(1),
+            points: 3,
+            description: "launch bonus".into(),
+            campaign: None,
+            capped_from: None,
+            terms: Some(Box::new(AwardTerms {
+                limits: std::sync::Arc::from(vec![AwardLimit {
+                    counter: "campaign:launch".into(),
+                    per_member: false,
+                    period: "budget".into(),
+                    max: 40,
+                    label: "campaign budget",
+                }]),
+                nth_order: None,
+                basis: None,
+            })),
+        });
+        let (store, s) = (store.clone(), s.clone());
+        set.spawn(async move {
+            store
+                .purchase("budget", p, awards, s, None, t0().timestamp_micros())
+                .await
+                .expect("purchase")
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("task");
+    }
+    let together = store.metrics().posted_together.load(Ordering::Relaxed) - before;
+    assert!(together > 1, "no purchase was posted together ({together})");
+    let (given, counter) = store
+        .read(|c| {
+            let given = c
+                .query_one(
+                    "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM awards WHERE tenant_id = 'budget' AND source = 'campaign:launch'",
+                    &[],
+                )?
+                .map_or(-1, |r| r.int(0));
+            let counter = c
+                .query_one(
+                    "SELECT points FROM rule_counters WHERE tenant_id = 'budget' AND counter = 'campaign:launch'",
+                    &[],
+                )?
+                .map_or(-1, |r| r.int(0));
+            Ok((given, counter))
+        })
+        .await
+        .expect("totals");
+    // 24 purchases ask 3 points each (72) of a budget of 40: 13 get 3, one gets 1.
+    assert_eq!((given, counter), (40, 40));
+    let report = store.verify().await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+}
+
+on_both!(
+    posted_together_leave_the_rows_of_one_by_one,
+    a_budget_shared_by_a_group_is_never_overspent
+);

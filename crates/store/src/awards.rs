@@ -16,6 +16,67 @@ use fidelis_core::ledger::{Account, clawback_target};
 use fidelis_core::program::ProgramSettings;
 use serde::{Deserialize, Serialize};
 
+/// A counter's key within a tenant: the counter (`rule:<id>`, `campaign:<id>`), the member
+/// (empty for a budget shared by everyone) and the period.
+pub(crate) type CounterKey = (std::sync::Arc<str>, String, std::sync::Arc<str>);
+
+/// Where settling reads counters and adds to them.
+pub(crate) trait Counters {
+    /// The points the counter holds, locked until the transaction ends.
+    fn used(&mut self, c: &mut dyn Conn, key: &CounterKey) -> Result<i64>;
+    /// Adds points to a counter [`Counters::used`] has locked.
+    fn add(&mut self, c: &mut dyn Conn, key: &CounterKey, points: i64) -> Result<()>;
+}
+
+/// Counters read and written row by row: each created if missing and locked when first read.
+pub(crate) struct RowCounters<'a> {
+    pub tenant: &'a str,
+}
+
+impl Counters for RowCounters<'_> {
+    fn used(&mut self, c: &mut dyn Conn, key: &CounterKey) -> Result<i64> {
+        let (counter, who, period) = key;
+        let params = [
+            self.tenant.into(),
+            (&**counter).into(),
+            who.as_str().into(),
+            (&**period).into(),
+        ];
+        c.execute(
+            "INSERT INTO rule_counters (tenant_id, counter, member_id, period, points) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
+            &params,
+        )?;
+        Ok(c
+            .query_one(
+                &format!("SELECT points FROM rule_counters WHERE tenant_id = $1 AND counter = $2 AND member_id = $3 AND period = $4{}", c.dialect().for_update()),
+                &params,
+            )?
+            .map_or(0, |r| r.int(0)))
+    }
+
+    fn add(&mut self, c: &mut dyn Conn, key: &CounterKey, points: i64) -> Result<()> {
+        let (counter, who, period) = key;
+        c.execute(
+            "UPDATE rule_counters SET points = points + $5 WHERE tenant_id = $1 AND counter = $2 AND member_id = $3 AND period = $4",
+            &[self.tenant.into(), (&**counter).into(), who.as_str().into(), (&**period).into(), points.into()],
+        )?;
+        Ok(())
+    }
+}
+
+/// The counters an award's limits name for `member`, in the order settling visits them.
+pub(crate) fn counter_keys<'a>(
+    member: &'a str,
+    a: &'a Award,
+) -> impl Iterator<Item = CounterKey> + 'a {
+    a.terms.iter().flat_map(move |t| {
+        t.limits.iter().map(move |l| {
+            let who = if l.per_member { member } else { "" };
+            (l.counter.clone(), who.to_string(), l.period.clone())
+        })
+    })
+}
+
 /// Cuts each award to what its caps, budgets and Nth-order check allow, and counts what it
 /// keeps. The member's row must already be locked; counters are locked row by row.
 pub(crate) fn settle(
@@ -24,8 +85,20 @@ pub(crate) fn settle(
     member: &str,
     awards: &[Award],
 ) -> Result<Vec<Award>> {
+    settle_with(c, &mut RowCounters { tenant }, tenant, member, None, awards)
+}
+
+/// [`settle`] against `counters`; `order_count` is the member's orders before this one when
+/// the caller has it (else it is read when an Nth-order check needs it).
+pub(crate) fn settle_with(
+    c: &mut dyn Conn,
+    counters: &mut dyn Counters,
+    tenant: &str,
+    member: &str,
+    mut order_count: Option<i64>,
+    awards: &[Award],
+) -> Result<Vec<Award>> {
     let mut out = Vec::with_capacity(awards.len());
-    let mut order_count: Option<i64> = None;
     for a in awards {
         let mut a = a.clone();
         let Some(terms) = a.terms.as_deref() else {
@@ -53,30 +126,17 @@ pub(crate) fn settle(
                 allowed = 0;
             }
         }
-        for l in terms.limits.iter() {
+        let keys: Vec<CounterKey> = counter_keys(member, &a).collect();
+        for (l, key) in terms.limits.iter().zip(&keys) {
             if allowed == 0 {
                 break;
             }
-            let who = if l.per_member { member } else { "" };
-            c.execute(
-                "INSERT INTO rule_counters (tenant_id, counter, member_id, period, points) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
-                &[tenant.into(), (&*l.counter).into(), who.into(), (&*l.period).into()],
-            )?;
-            let used = c
-                .query_one(
-                    &format!("SELECT points FROM rule_counters WHERE tenant_id = $1 AND counter = $2 AND member_id = $3 AND period = $4{}", c.dialect().for_update()),
-                    &[tenant.into(), (&*l.counter).into(), who.into(), (&*l.period).into()],
-                )?
-                .map_or(0, |r| r.int(0));
+            let used = counters.used(c, key)?;
             allowed = allowed.min((l.max - used).max(0));
         }
         if allowed > 0 {
-            for l in terms.limits.iter() {
-                let who = if l.per_member { member } else { "" };
-                c.execute(
-                    "UPDATE rule_counters SET points = points + $5 WHERE tenant_id = $1 AND counter = $2 AND member_id = $3 AND period = $4",
-                    &[tenant.into(), (&*l.counter).into(), who.into(), (&*l.period).into(), allowed.into()],
-                )?;
+            for key in &keys {
+                counters.add(c, key, allowed)?;
             }
         }
         if allowed < a.points {

@@ -22,6 +22,7 @@
 //! runs every request alone (see `runtime::run_batch`). `store-tests/tests/together.rs` posts
 //! the same purchases both ways on both databases and compares every row.
 
+use crate::awards::{CounterKey, Counters};
 use crate::conn::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::idem::{self, IdemKey};
@@ -33,7 +34,7 @@ use fidelis_core::event::{MemberKey, Purchase};
 use fidelis_core::ledger::{Account, repay_debt};
 use fidelis_core::program::ProgramSettings;
 use fidelis_core::time::add_days;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Rows per multi-row statement at most. Groups are cut into chunks of 64, 32, 16, ... rows,
 /// so each table has a few statement shapes, each prepared once per connection.
@@ -294,30 +295,64 @@ fn write_chunk(
     };
     let mut keys_taken = HashSet::new();
 
-    let mut plans: Vec<Option<Plan<'_>>> = Vec::with_capacity(n);
+    // Which purchases the group posts, and for which member.
     let mut taken = HashSet::new();
-    for j in group {
-        let member = match &j.purchase.member {
-            MemberKey::Id(id) => by_id.get(id).map(|m| m.0.clone()),
-            MemberKey::ExternalId(e) => by_ext.get(e).cloned(),
-        };
-        // Two keys (an id and an external id) may name one member: the second runs alone; so
-        // does a second purchase under one idempotency key.
-        let fresh_key = j
-            .idem_key()
-            .is_none_or(|k| !used.contains(k) && keys_taken.insert(k));
-        let member = member.filter(|m| {
-            fresh_key && !seen.contains(&j.purchase.order_id) && taken.insert(m.clone())
-        });
+    let chosen: Vec<Option<String>> = group
+        .iter()
+        .map(|j| {
+            let member = match &j.purchase.member {
+                MemberKey::Id(id) => by_id.get(id).map(|m| m.0.clone()),
+                MemberKey::ExternalId(e) => by_ext.get(e).cloned(),
+            };
+            // Two keys (an id and an external id) may name one member: the second runs alone;
+            // so does a second purchase under one idempotency key.
+            let fresh_key = j
+                .idem_key()
+                .is_none_or(|k| !used.contains(k) && keys_taken.insert(k));
+            member.filter(|m| {
+                fresh_key && !seen.contains(&j.purchase.order_id) && taken.insert(m.clone())
+            })
+        })
+        .collect();
+    // Capped and budgeted awards are settled under their counters' locks, after the members'
+    // (the one-by-one path's order), purchase by purchase in the group's order. On PostgreSQL
+    // the chunk's counters are created, locked and read at once, and written back at the end.
+    let mut chunk_counters = match c.dialect() {
+        Dialect::Postgres => {
+            let keys = group
+                .iter()
+                .zip(&chosen)
+                .filter_map(|(j, m)| m.as_deref().map(|m| (j, m)))
+                .flat_map(|(j, m)| {
+                    j.awards
+                        .iter()
+                        .flat_map(move |a| crate::awards::counter_keys(m, a))
+                })
+                .collect();
+            Some(ChunkCounters::load(c, tenant, keys)?)
+        }
+        Dialect::Sqlite => None,
+    };
+    let mut plans: Vec<Option<Plan<'_>>> = Vec::with_capacity(n);
+    for (j, member) in group.iter().zip(chosen) {
         let Some(member) = member else {
             plans.push(None);
             continue;
         };
         let (_, available, pending_balance, ref tier_row) = by_id[&member];
+        let orders_before = tier_row.orders;
         let tier_row = tier_row.clone().after_purchase(j.purchase.total.minor);
-        // Capped and budgeted awards are settled under their counters' locks, after the
-        // members' (the one-by-one path's order), member by member in the group's order.
-        let awards = crate::awards::settle(c, tenant, &member, &j.awards)?;
+        let awards = match chunk_counters.as_mut() {
+            Some(counters) => crate::awards::settle_with(
+                c,
+                counters,
+                tenant,
+                &member,
+                Some(orders_before),
+                &j.awards,
+            )?,
+            None => crate::awards::settle(c, tenant, &member, &j.awards)?,
+        };
         let p = &j.purchase;
         let occurred = p.occurred_at.timestamp_micros();
         let points: i64 = awards.iter().map(|a| a.points).sum::<i64>().max(0);
@@ -347,6 +382,9 @@ fn write_chunk(
             awards,
             tier_row,
         }));
+    }
+    if let Some(counters) = chunk_counters {
+        counters.write(c, tenant)?;
     }
     let mut live: Vec<&mut Plan<'_>> = plans.iter_mut().flatten().collect();
     if live.is_empty() {
@@ -447,6 +485,116 @@ fn write_chunk(
         .iter()
         .map(|pl| pl.as_ref().and_then(|_| outcomes.next()))
         .collect())
+}
+
+/// A chunk's rule counters on PostgreSQL: created where missing, locked and read with two
+/// statements before the chunk is planned, settled in memory purchase by purchase (each
+/// seeing what the ones before it added), and written back with one statement. Rows created
+/// here that no purchase reached (an Nth-order check or an earlier cap left nothing to count)
+/// are removed again, so the rows are those the one-by-one path leaves.
+#[derive(Default)]
+struct ChunkCounters {
+    held: HashMap<CounterKey, i64>,
+    added: HashMap<CounterKey, i64>,
+    created: HashSet<CounterKey>,
+    reached: HashSet<CounterKey>,
+}
+
+impl ChunkCounters {
+    fn load(c: &mut dyn Conn, tenant: &str, keys: BTreeSet<CounterKey>) -> Result<ChunkCounters> {
+        let mut out = ChunkCounters::default();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        // In key order, so writers lock shared counters (budgets) in one order.
+        let counters: Vec<Option<&str>> = keys.iter().map(|k| Some(&*k.0)).collect();
+        let members: Vec<Option<&str>> = keys.iter().map(|k| Some(k.1.as_str())).collect();
+        let periods: Vec<Option<&str>> = keys.iter().map(|k| Some(&*k.2)).collect();
+        let params = [
+            tenant.into(),
+            Param::Texts(&counters),
+            Param::Texts(&members),
+            Param::Texts(&periods),
+        ];
+        let key_of = |r: &crate::conn::Row| -> CounterKey {
+            (r.text(0).into(), r.text(1), r.text(2).into())
+        };
+        for r in c.query(
+            "INSERT INTO rule_counters (tenant_id, counter, member_id, period, points) SELECT $1, k.c, k.m, k.p, 0 FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(c, m, p, o) ORDER BY k.o ON CONFLICT DO NOTHING RETURNING counter, member_id, period",
+            &params,
+        )? {
+            out.created.insert(key_of(&r));
+        }
+        for r in c.query(
+            "SELECT r.counter, r.member_id, r.period, r.points FROM rule_counters r JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(c, m, p) ON r.tenant_id = $1 AND r.counter = k.c AND r.member_id = k.m AND r.period = k.p ORDER BY r.counter, r.member_id, r.period FOR UPDATE OF r",
+            &params,
+        )? {
+            out.held.insert(key_of(&r), r.int(3));
+        }
+        Ok(out)
+    }
+
+    /// Adds what the chunk counted, and removes the rows created for nothing.
+    fn write(self, c: &mut dyn Conn, tenant: &str) -> Result<()> {
+        let mut added: Vec<(&CounterKey, i64)> = self.added.iter().map(|(k, n)| (k, *n)).collect();
+        added.sort();
+        let mut unused: Vec<&CounterKey> = self.created.difference(&self.reached).collect();
+        unused.sort();
+        if added.is_empty() && unused.is_empty() {
+            return Ok(());
+        }
+        let texts = |keys: &[&CounterKey], f: fn(&CounterKey) -> &str| -> Vec<Option<String>> {
+            keys.iter().map(|k| Some(f(k).to_string())).collect()
+        };
+        let added_keys: Vec<&CounterKey> = added.iter().map(|(k, _)| *k).collect();
+        let cols = [
+            texts(&added_keys, |k| &k.0),
+            texts(&added_keys, |k| &k.1),
+            texts(&added_keys, |k| &k.2),
+            texts(&unused, |k| &k.0),
+            texts(&unused, |k| &k.1),
+            texts(&unused, |k| &k.2),
+        ];
+        let cols: Vec<Vec<Option<&str>>> = cols
+            .iter()
+            .map(|col| col.iter().map(|v| v.as_deref()).collect())
+            .collect();
+        let points: Vec<Option<i64>> = added.iter().map(|(_, n)| Some(*n)).collect();
+        c.execute(
+            "WITH up AS (UPDATE rule_counters r SET points = r.points + u.n FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(c, m, p, n) WHERE r.tenant_id = $1 AND r.counter = u.c AND r.member_id = u.m AND r.period = u.p RETURNING 1),
+             gone AS (DELETE FROM rule_counters r USING unnest($6::text[], $7::text[], $8::text[]) AS u(c, m, p) WHERE r.tenant_id = $1 AND r.counter = u.c AND r.member_id = u.m AND r.period = u.p RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM up) + (SELECT COUNT(*) FROM gone)",
+            &[
+                tenant.into(),
+                Param::Texts(&cols[0]),
+                Param::Texts(&cols[1]),
+                Param::Texts(&cols[2]),
+                Param::Ints(&points),
+                Param::Texts(&cols[3]),
+                Param::Texts(&cols[4]),
+                Param::Texts(&cols[5]),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl Counters for ChunkCounters {
+    fn used(&mut self, _: &mut dyn Conn, key: &CounterKey) -> Result<i64> {
+        let Some(held) = self.held.get(key) else {
+            return Err(StoreError::Busy(format!(
+                "the counter {} was not locked with its chunk",
+                key.0
+            )));
+        };
+        self.reached.insert(key.clone());
+        Ok(held + self.added.get(key).copied().unwrap_or(0))
+    }
+
+    fn add(&mut self, _: &mut dyn Conn, key: &CounterKey, points: i64) -> Result<()> {
+        *self.added.entry(key.clone()).or_insert(0) += points;
+        Ok(())
+    }
 }
 
 impl Plan<'_> {
