@@ -14,8 +14,10 @@
 //! Only the plain case goes this way: a known member, an order id not seen before, an
 //! idempotency key (if any) not seen before, and one purchase per member, per order and per
 //! key in the group. A key is stored with the purchase's answer, as `idem::run` stores it;
-//! capped and budgeted awards are settled (`awards::settle`, the one-by-one path's own
-//! function) under their counters' locks as each purchase of the group is planned. Every
+//! capped and budgeted awards are settled (`awards::settle_with`, the one-by-one path's own
+//! function) as each purchase of the group is planned — on PostgreSQL against the chunk's
+//! counters, locked at once before planning ([`ChunkCounters`]); then the tier step runs for
+//! the whole chunk (`tiers::after_purchases`). Every
 //! other purchase is left to run alone, after the group, through the same path as ever, so
 //! anything unusual (enrolment, duplicates, conflicts, replayed keys) keeps exactly one
 //! implementation. If a statement of the group fails, the writer rolls the whole batch back and
