@@ -226,27 +226,6 @@ fn write_moves(c: &mut dyn Conn, tenant: &str, moves: &[Written]) -> Result<()> 
     Ok(())
 }
 
-/// Applies a move; returns true when the tier changed.
-#[allow(clippy::too_many_arguments)]
-fn apply(
-    c: &mut dyn Conn,
-    tenant: &str,
-    member: &str,
-    ladder: &Ladder,
-    st: &TierState,
-    mv: Move,
-    reason: &'static str,
-    value: i64,
-    now: i64,
-) -> Result<bool> {
-    let Some(w) = written(member, ladder, st, mv, reason, value, now) else {
-        return Ok(false);
-    };
-    let changed = w.changed;
-    write_moves(c, tenant, std::slice::from_ref(&w))?;
-    Ok(changed)
-}
-
 /// The window an event at `now` is measured over: (exclusive start, inclusive end). An event
 /// may be dated a little ahead of the server's clock (a till's clock); it counts.
 fn event_window(ladder: &Ladder, now: i64) -> (Option<i64>, i64) {
@@ -650,8 +629,9 @@ pub(crate) fn review_due(
             Move::Renew { .. } => "review_passed",
             _ => "review",
         };
-        if apply(c, tenant, &member, &ladder, &st, mv, reason, value, now)? {
-            report.tier_moves += 1;
+        if let Some(w) = written(&member, &ladder, &st, mv, reason, value, now) {
+            write_moves(c, tenant, std::slice::from_ref(&w))?;
+            report.tier_moves += i64::from(w.changed);
         }
         report.tier_reviews += 1;
     }
