@@ -376,23 +376,7 @@ pub(crate) fn after_event(
     let Some((st, value)) = state_and_measure(c, tenant, member, ladder.metric, start, end)? else {
         return Ok(());
     };
-    decide(c, tenant, member, &ladder, &st, value, now, refund)
-}
-
-/// What an event does to a member's tier, given the tier state and the metric measured after
-/// it: the core decides, and a move is applied with its history.
-#[allow(clippy::too_many_arguments)]
-fn decide(
-    c: &mut dyn Conn,
-    tenant: &str,
-    member: &str,
-    ladder: &Ladder,
-    st: &TierState,
-    value: i64,
-    now: i64,
-    refund: bool,
-) -> Result<()> {
-    match decision(member, ladder, st, value, now, refund) {
+    match decision(member, &ladder, &st, value, now, refund) {
         Some(w) => write_moves(c, tenant, std::slice::from_ref(&w)),
         None => Ok(()),
     }
