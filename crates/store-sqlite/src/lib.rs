@@ -40,8 +40,6 @@ struct Checkpoints {
     /// copying, failed, and the WAL never started over under a steady load (an import of 1.4
     /// million orders left an 11 GB WAL beside a 2.4 GB database).
     running: std::sync::Mutex<()>,
-    /// The WAL's length in frames at the thread's last checkpoint.
-    frames: std::sync::atomic::AtomicI64,
     /// See [`Sqlite::restart_frames`].
     restart_frames: i64,
 }
@@ -148,6 +146,8 @@ impl Backend for Sqlite {
         if !read_only {
             conn.execute_batch(&format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"))
                 .map_err(db_err)?;
+            // After the pragmas: `wal_autocheckpoint` sets a WAL hook of its own.
+            conn.wal_hook(Some(note_wal_frames));
         }
         let checkpoints = (!read_only).then(|| self.start_checkpointer());
         conn.set_prepared_statement_cache_capacity(256);
@@ -204,7 +204,6 @@ impl Sqlite {
                     };
                     match copied {
                         Ok(log) => {
-                            shared.frames.store(log, Ordering::Relaxed);
                             pause = if log != last_log {
                                 CHECKPOINT_BUSY
                             } else {
@@ -228,6 +227,18 @@ impl Sqlite {
     }
 }
 
+thread_local! {
+    /// The WAL's length in frames after the last commit made on this thread, as SQLite tells
+    /// the writer's connection (its WAL hook). A checkpointer's count would lag: read just
+    /// after the WAL was started over, it still gives the old length until the next commit.
+    static WAL_FRAMES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(frames.into());
+    Ok(())
+}
+
 struct SqliteConn {
     conn: Connection,
     /// Shared with the database's checkpointer thread (writers only).
@@ -241,8 +252,8 @@ struct SqliteConn {
 /// The WAL starts over (the next commit writes it from its first frame) only when everything
 /// in it is copied back and no reader still reads from it: a checkpointer running beside a
 /// busy writer never quite gets there alone, so once the WAL holds this many frames (128 MiB of
-/// 4 KiB pages) the writer copies the rest itself after a commit and waits, briefly, for the
-/// readers. Each time costs the writer the copy of what the checkpointer had not reached and
+/// 4 KiB pages) the writer copies the rest itself, after handing the committed batch on
+/// (`Conn::after_commit`), and waits, briefly, for the readers. Each time costs the writer the copy of what the checkpointer had not reached and
 /// a sync of the database file (9 ms on average under the benchmark's load, 25 ms in an
 /// import's large commits): at every 64 commits, as before, that was 6 % of the writer's time
 /// over HTTP; at 128 MiB it is not seen in the rate (docs/PERFORMANCE.md).
@@ -296,6 +307,10 @@ impl Conn for SqliteConn {
     /// writer's first restart of the WAL would, 128 MiB later). Without it a file system that does
     /// not order a new file's name before its data could lose the whole WAL, acknowledged
     /// commits with it, in a power cut right after a fresh start.
+    fn after_commit(&mut self) {
+        self.restart_wal_when_due();
+    }
+
     fn durability(&self) -> Option<fidelis_store::conn::Sync> {
         let wal = self.wal.clone()?;
         let mut directory_synced = false;
@@ -382,19 +397,19 @@ impl Conn for SqliteConn {
 impl SqliteConn {
     /// After a commit: when due, copies what the checkpointer has not yet and waits (briefly)
     /// for the readers of older frames, so that the next commit writes the WAL from its start
-    /// again. Skipped while the checkpointer copies (tried again at the next commit); a
+    /// again. Skipped while the checkpointer copies (tried again after the next commit); a
     /// failure only leaves the WAL longer for a while.
     fn restart_wal_when_due(&mut self) {
         let Some(shared) = &self.checkpoints else {
             return;
         };
-        if shared.frames.load(Ordering::Relaxed) < shared.restart_frames {
+        if WAL_FRAMES.get() < shared.restart_frames {
             return;
         }
         let Ok(_running) = shared.running.try_lock() else {
             return;
         };
-        shared.frames.store(0, Ordering::Relaxed);
+        WAL_FRAMES.set(0);
         let _ = self.conn.busy_timeout(RESTART_WAIT);
         let _ = self
             .conn
@@ -436,9 +451,6 @@ impl SqliteConn {
             {
                 let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
                 stmt.raw_execute().map_err(db_err)?;
-            }
-            if sql == "COMMIT" {
-                self.restart_wal_when_due();
             }
             return Ok(());
         }
@@ -502,6 +514,7 @@ mod tests {
             w.execute("WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 100) INSERT INTO t (v) SELECT randomblob(4000) FROM g", &[])
                 .expect("insert");
             w.batch("COMMIT").expect("commit");
+            w.after_commit();
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         stop.store(true, Ordering::Relaxed);

@@ -146,6 +146,11 @@ pub trait Conn: Send {
     /// Runs statements without parameters (schema, BEGIN, COMMIT, SAVEPOINT).
     fn batch(&mut self, sql: &str) -> Result<(), DbError>;
 
+    /// Called by the writer once a committed batch is on its way to being acknowledged:
+    /// upkeep that must run on the writing connection but need not hold up that batch's
+    /// answers (SQLite starts its WAL over here). Nothing by default.
+    fn after_commit(&mut self) {}
+
     /// For a connection whose COMMIT returns before the commit is on disk: a function that
     /// makes everything committed so far durable, called from another thread before any of
     /// it is acknowledged. `None` (the default): COMMIT itself is durable.

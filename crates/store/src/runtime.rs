@@ -838,6 +838,7 @@ fn writer_loop(
                 Err(StoreError::from(e))
             }
         };
+        let committed = commit.is_ok();
         match (&w.synced, number, commit) {
             // Answered once the commit is on disk.
             (Some(s), Some(n), Ok(())) => {
@@ -857,6 +858,9 @@ fn writer_loop(
                     job.answer(commit.clone());
                 }
             }
+        }
+        if committed {
+            c.after_commit();
         }
     }
 }
