@@ -457,7 +457,150 @@ async fn a_budget_shared_by_a_group_is_never_overspent(db: TestDb) {
     assert!(report.ok(), "{report:?}");
 }
 
+/// A campaign bonus with a budget shared by all members (`campaign:<name>`), 3 points.
+fn budget_award(name: &str) -> Award {
+    let counter = format!("campaign:{name}");
+    Award {
+        source: counter.clone(),
+        rule_version: Some(1),
+        points: 3,
+        description: format!("{name} bonus"),
+        campaign: None,
+        capped_from: None,
+        terms: Some(Box::new(AwardTerms {
+            limits: std::sync::Arc::from(vec![AwardLimit {
+                counter: counter.into(),
+                per_member: false,
+                period: "budget".into(),
+                max: 1_000,
+                label: "campaign budget",
+            }]),
+            nth_order: None,
+            basis: None,
+        })),
+    }
+}
+
+/// Two budgets named by a purchase's awards in the order opposite to their keys'. A purchase
+/// posted alone must lock them in key order, as a grouped write on another writer does:
+/// holding the later while waiting for the earlier, it would deadlock with a grouped write
+/// holding the earlier and asking for the later (PostgreSQL would break the deadlock after a
+/// second by failing one of them). Here another connection plays that grouped write: it
+/// holds `campaign:a` while the purchase waits, and `campaign:b` must still be free. SQLite
+/// has one writer: there the purchases are only settled.
+async fn a_purchase_posted_alone_locks_budgets_in_key_order(db: TestDb) {
+    let s = ProgramSettings {
+        pending_days: 0,
+        expiry: ExpiryPolicy::None,
+        ..ProgramSettings::default()
+    };
+    let store = db.store_with(
+        StoreOptions {
+            post_together: false,
+            ..StoreOptions::for_dialect(db.kind_dialect())
+        },
+        0,
+    );
+    store
+        .ensure_tenant("order", "order", &s, 0)
+        .await
+        .expect("tenant");
+    let member = store
+        .create_member("order", MemberFields::default(), None, 0)
+        .await
+        .expect("member")
+        .0
+        .id;
+    let post = |order: &'static str| {
+        let (store, s, member) = (store.clone(), s.clone(), member.clone());
+        async move {
+            let key = MemberRef {
+                id: Some(member),
+                external_id: None,
+            };
+            let p = input(key, order, 2_000, t0())
+                .validate(&s, t0())
+                .expect("valid");
+            let awards = vec![budget_award("b"), budget_award("a")];
+            store
+                .purchase("order", p, awards, s, None, t0().timestamp_micros())
+                .await
+                .expect("purchase")
+        }
+    };
+    // The first purchase creates both counters.
+    post("first").await;
+    if db.kind_dialect() == fidelis_store::Dialect::Postgres {
+        // The other connection is synchronous: it runs on a thread of its own, step by step.
+        let url = db.url.clone();
+        let (step_tx, step_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<String>();
+        let other = std::thread::spawn(move || {
+            let lock = |counter: &str| {
+                format!(
+                    "SELECT points FROM rule_counters WHERE tenant_id = 'order' AND counter = '{counter}' FOR UPDATE"
+                )
+            };
+            let mut other = fidelis_store_tests::backend(&url)
+                .connect(false)
+                .expect("another connection");
+            other.batch("BEGIN").expect("begin");
+            other.query(&lock("campaign:a"), &[]).expect("lock a");
+            done_tx.send("a locked".into()).expect("send");
+            step_rx.recv().expect("step");
+            other
+                .batch("SET LOCAL lock_timeout = '500ms'")
+                .expect("lock timeout");
+            let b = other.query(&lock("campaign:b"), &[]);
+            other.batch("COMMIT").expect("commit");
+            done_tx.send(format!("{:?}", b.map(|_| ()))).expect("send");
+        });
+        let recv = |rx: std::sync::mpsc::Receiver<String>| async move {
+            tokio::task::spawn_blocking(move || (rx.recv().expect("the other connection"), rx))
+                .await
+                .expect("blocking task")
+        };
+        let (said, done_rx) = recv(done_rx).await;
+        assert_eq!(said, "a locked");
+        let waiting = tokio::spawn(post("second"));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the purchase did not wait for campaign:a"
+        );
+        step_tx.send(()).expect("step");
+        let (b, _) = recv(done_rx).await;
+        assert_eq!(
+            b, "Ok(())",
+            "the purchase held campaign:b while it waited for campaign:a"
+        );
+        other.join().expect("the other connection's thread");
+        waiting.await.expect("the purchase");
+    } else {
+        post("second").await;
+    }
+    let counters = store
+        .read(|c| {
+            Ok(c.query(
+                "SELECT counter, points FROM rule_counters WHERE tenant_id = 'order' ORDER BY counter",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.text(0), r.int(1)))
+            .collect::<Vec<_>>())
+        })
+        .await
+        .expect("counters");
+    assert_eq!(
+        counters,
+        vec![("campaign:a".to_string(), 6), ("campaign:b".to_string(), 6)]
+    );
+    let report = store.verify().await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+}
+
 on_both!(
     posted_together_leave_the_rows_of_one_by_one,
-    a_budget_shared_by_a_group_is_never_overspent
+    a_budget_shared_by_a_group_is_never_overspent,
+    a_purchase_posted_alone_locks_budgets_in_key_order
 );

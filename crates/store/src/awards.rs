@@ -4,7 +4,7 @@
 //! each award what it gave for the refunded lines or amount. Also the awards of events that are
 //! not purchases (enrolment, birthday, refund bonuses), each granted once per key.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::idem::IdemKey;
 use crate::ledger::{self, NewLot, Txn, expiry_for};
@@ -15,6 +15,7 @@ use fidelis_core::event::{MemberKey, RefundWhat};
 use fidelis_core::ledger::{Account, clawback_target};
 use fidelis_core::program::ProgramSettings;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// A counter's key within a tenant: the counter (`rule:<id>`, `campaign:<id>`), the member
 /// (empty for a budget shared by everyone) and the period.
@@ -64,6 +65,123 @@ impl Counters for RowCounters<'_> {
     }
 }
 
+/// Rule counters on PostgreSQL, all locked at once in key order: created where missing,
+/// locked and read with two statements before any purchase is settled, settled in memory
+/// purchase by purchase (each seeing what the ones before it added), and written back with
+/// one statement. Rows created here that no purchase reached (an Nth-order check or an
+/// earlier cap left nothing to count) are removed again, so the rows are those counters
+/// locked one by one would leave. A grouped write loads its chunk's counters; a purchase
+/// posted alone, its own ([`settle`]). Both lock in key order, so two writers never each
+/// hold a budget the other waits for.
+#[derive(Default)]
+pub(crate) struct LockedCounters {
+    held: HashMap<CounterKey, i64>,
+    added: HashMap<CounterKey, i64>,
+    created: HashSet<CounterKey>,
+    reached: HashSet<CounterKey>,
+}
+
+impl LockedCounters {
+    pub(crate) fn load(
+        c: &mut dyn Conn,
+        tenant: &str,
+        keys: BTreeSet<CounterKey>,
+    ) -> Result<LockedCounters> {
+        let mut out = LockedCounters::default();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        // In key order, so writers lock shared counters (budgets) in one order.
+        let counters: Vec<Option<&str>> = keys.iter().map(|k| Some(&*k.0)).collect();
+        let members: Vec<Option<&str>> = keys.iter().map(|k| Some(k.1.as_str())).collect();
+        let periods: Vec<Option<&str>> = keys.iter().map(|k| Some(&*k.2)).collect();
+        let params = [
+            tenant.into(),
+            Param::Texts(&counters),
+            Param::Texts(&members),
+            Param::Texts(&periods),
+        ];
+        let key_of = |r: &crate::conn::Row| -> CounterKey {
+            (r.text(0).into(), r.text(1), r.text(2).into())
+        };
+        for r in c.query(
+            "INSERT INTO rule_counters (tenant_id, counter, member_id, period, points) SELECT $1, k.c, k.m, k.p, 0 FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(c, m, p, o) ORDER BY k.o ON CONFLICT DO NOTHING RETURNING counter, member_id, period",
+            &params,
+        )? {
+            out.created.insert(key_of(&r));
+        }
+        for r in c.query(
+            "SELECT r.counter, r.member_id, r.period, r.points FROM rule_counters r JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(c, m, p) ON r.tenant_id = $1 AND r.counter = k.c AND r.member_id = k.m AND r.period = k.p ORDER BY r.counter, r.member_id, r.period FOR UPDATE OF r",
+            &params,
+        )? {
+            out.held.insert(key_of(&r), r.int(3));
+        }
+        Ok(out)
+    }
+
+    /// Adds what was counted, and removes the rows created for nothing.
+    pub(crate) fn write(self, c: &mut dyn Conn, tenant: &str) -> Result<()> {
+        let mut added: Vec<(&CounterKey, i64)> = self.added.iter().map(|(k, n)| (k, *n)).collect();
+        added.sort();
+        let mut unused: Vec<&CounterKey> = self.created.difference(&self.reached).collect();
+        unused.sort();
+        if added.is_empty() && unused.is_empty() {
+            return Ok(());
+        }
+        let texts = |keys: &[&CounterKey], f: fn(&CounterKey) -> &str| -> Vec<Option<String>> {
+            keys.iter().map(|k| Some(f(k).to_string())).collect()
+        };
+        let added_keys: Vec<&CounterKey> = added.iter().map(|(k, _)| *k).collect();
+        let cols = [
+            texts(&added_keys, |k| &k.0),
+            texts(&added_keys, |k| &k.1),
+            texts(&added_keys, |k| &k.2),
+            texts(&unused, |k| &k.0),
+            texts(&unused, |k| &k.1),
+            texts(&unused, |k| &k.2),
+        ];
+        let cols: Vec<Vec<Option<&str>>> = cols
+            .iter()
+            .map(|col| col.iter().map(|v| v.as_deref()).collect())
+            .collect();
+        let points: Vec<Option<i64>> = added.iter().map(|(_, n)| Some(*n)).collect();
+        c.execute(
+            "WITH up AS (UPDATE rule_counters r SET points = r.points + u.n FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(c, m, p, n) WHERE r.tenant_id = $1 AND r.counter = u.c AND r.member_id = u.m AND r.period = u.p RETURNING 1),
+             gone AS (DELETE FROM rule_counters r USING unnest($6::text[], $7::text[], $8::text[]) AS u(c, m, p) WHERE r.tenant_id = $1 AND r.counter = u.c AND r.member_id = u.m AND r.period = u.p RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM up) + (SELECT COUNT(*) FROM gone)",
+            &[
+                tenant.into(),
+                Param::Texts(&cols[0]),
+                Param::Texts(&cols[1]),
+                Param::Texts(&cols[2]),
+                Param::Ints(&points),
+                Param::Texts(&cols[3]),
+                Param::Texts(&cols[4]),
+                Param::Texts(&cols[5]),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl Counters for LockedCounters {
+    fn used(&mut self, _: &mut dyn Conn, key: &CounterKey) -> Result<i64> {
+        let Some(held) = self.held.get(key) else {
+            return Err(StoreError::Busy(format!(
+                "the counter {} was not locked before settling",
+                key.0
+            )));
+        };
+        self.reached.insert(key.clone());
+        Ok(held + self.added.get(key).copied().unwrap_or(0))
+    }
+
+    fn add(&mut self, _: &mut dyn Conn, key: &CounterKey, points: i64) -> Result<()> {
+        *self.added.entry(key.clone()).or_insert(0) += points;
+        Ok(())
+    }
+}
+
 /// The counters an award's limits name for `member`, in the order settling visits them.
 pub(crate) fn counter_keys<'a>(
     member: &'a str,
@@ -78,13 +196,30 @@ pub(crate) fn counter_keys<'a>(
 }
 
 /// Cuts each award to what its caps, budgets and Nth-order check allow, and counts what it
-/// keeps. The member's row must already be locked; counters are locked row by row.
+/// keeps. The member's row must already be locked. On PostgreSQL, where several writers share
+/// budgets, the counters the awards name are locked at once in key order, as a grouped write
+/// locks its chunk's ([`LockedCounters`]): locked one by one in the awards' order, a purchase
+/// posted alone could hold one budget while waiting for another that a grouped write on
+/// another writer held while waiting for the first. SQLite has one writer: counters are
+/// locked row by row.
 pub(crate) fn settle(
     c: &mut dyn Conn,
     tenant: &str,
     member: &str,
     awards: &[Award],
 ) -> Result<Vec<Award>> {
+    if c.dialect() == Dialect::Postgres {
+        let keys: BTreeSet<CounterKey> = awards
+            .iter()
+            .flat_map(|a| counter_keys(member, a))
+            .collect();
+        if !keys.is_empty() {
+            let mut counters = LockedCounters::load(c, tenant, keys)?;
+            let settled = settle_with(c, &mut counters, tenant, member, None, awards)?;
+            counters.write(c, tenant)?;
+            return Ok(settled);
+        }
+    }
     settle_with(c, &mut RowCounters { tenant }, tenant, member, None, awards)
 }
 

@@ -16,7 +16,7 @@
 //! key in the group. A key is stored with the purchase's answer, as `idem::run` stores it;
 //! capped and budgeted awards are settled (`awards::settle_with`, the one-by-one path's own
 //! function) as each purchase of the group is planned — on PostgreSQL against the chunk's
-//! counters, locked at once before planning ([`ChunkCounters`]); then the tier step runs for
+//! counters, locked at once before planning (`awards::LockedCounters`); then the tier step runs for
 //! the whole chunk (`tiers::after_purchases`). Every
 //! other purchase is left to run alone, after the group, through the same path as ever, so
 //! anything unusual (enrolment, duplicates, conflicts, replayed keys) keeps exactly one
@@ -24,7 +24,6 @@
 //! runs every request alone (see `runtime::run_batch`). `store-tests/tests/together.rs` posts
 //! the same purchases both ways on both databases and compares every row.
 
-use crate::awards::{CounterKey, Counters};
 use crate::conn::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::idem::{self, IdemKey};
@@ -36,7 +35,7 @@ use fidelis_core::event::{MemberKey, Purchase};
 use fidelis_core::ledger::{Account, repay_debt};
 use fidelis_core::program::ProgramSettings;
 use fidelis_core::time::add_days;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// Rows per multi-row statement at most. Groups are cut into chunks of 64, 32, 16, ... rows,
 /// so each table has a few statement shapes, each prepared once per connection.
@@ -331,7 +330,7 @@ fn write_chunk(
                         .flat_map(move |a| crate::awards::counter_keys(m, a))
                 })
                 .collect();
-            Some(ChunkCounters::load(c, tenant, keys)?)
+            Some(crate::awards::LockedCounters::load(c, tenant, keys)?)
         }
         Dialect::Sqlite => None,
     };
@@ -487,116 +486,6 @@ fn write_chunk(
         .iter()
         .map(|pl| pl.as_ref().and_then(|_| outcomes.next()))
         .collect())
-}
-
-/// A chunk's rule counters on PostgreSQL: created where missing, locked and read with two
-/// statements before the chunk is planned, settled in memory purchase by purchase (each
-/// seeing what the ones before it added), and written back with one statement. Rows created
-/// here that no purchase reached (an Nth-order check or an earlier cap left nothing to count)
-/// are removed again, so the rows are those the one-by-one path leaves.
-#[derive(Default)]
-struct ChunkCounters {
-    held: HashMap<CounterKey, i64>,
-    added: HashMap<CounterKey, i64>,
-    created: HashSet<CounterKey>,
-    reached: HashSet<CounterKey>,
-}
-
-impl ChunkCounters {
-    fn load(c: &mut dyn Conn, tenant: &str, keys: BTreeSet<CounterKey>) -> Result<ChunkCounters> {
-        let mut out = ChunkCounters::default();
-        if keys.is_empty() {
-            return Ok(out);
-        }
-        // In key order, so writers lock shared counters (budgets) in one order.
-        let counters: Vec<Option<&str>> = keys.iter().map(|k| Some(&*k.0)).collect();
-        let members: Vec<Option<&str>> = keys.iter().map(|k| Some(k.1.as_str())).collect();
-        let periods: Vec<Option<&str>> = keys.iter().map(|k| Some(&*k.2)).collect();
-        let params = [
-            tenant.into(),
-            Param::Texts(&counters),
-            Param::Texts(&members),
-            Param::Texts(&periods),
-        ];
-        let key_of = |r: &crate::conn::Row| -> CounterKey {
-            (r.text(0).into(), r.text(1), r.text(2).into())
-        };
-        for r in c.query(
-            "INSERT INTO rule_counters (tenant_id, counter, member_id, period, points) SELECT $1, k.c, k.m, k.p, 0 FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(c, m, p, o) ORDER BY k.o ON CONFLICT DO NOTHING RETURNING counter, member_id, period",
-            &params,
-        )? {
-            out.created.insert(key_of(&r));
-        }
-        for r in c.query(
-            "SELECT r.counter, r.member_id, r.period, r.points FROM rule_counters r JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(c, m, p) ON r.tenant_id = $1 AND r.counter = k.c AND r.member_id = k.m AND r.period = k.p ORDER BY r.counter, r.member_id, r.period FOR UPDATE OF r",
-            &params,
-        )? {
-            out.held.insert(key_of(&r), r.int(3));
-        }
-        Ok(out)
-    }
-
-    /// Adds what the chunk counted, and removes the rows created for nothing.
-    fn write(self, c: &mut dyn Conn, tenant: &str) -> Result<()> {
-        let mut added: Vec<(&CounterKey, i64)> = self.added.iter().map(|(k, n)| (k, *n)).collect();
-        added.sort();
-        let mut unused: Vec<&CounterKey> = self.created.difference(&self.reached).collect();
-        unused.sort();
-        if added.is_empty() && unused.is_empty() {
-            return Ok(());
-        }
-        let texts = |keys: &[&CounterKey], f: fn(&CounterKey) -> &str| -> Vec<Option<String>> {
-            keys.iter().map(|k| Some(f(k).to_string())).collect()
-        };
-        let added_keys: Vec<&CounterKey> = added.iter().map(|(k, _)| *k).collect();
-        let cols = [
-            texts(&added_keys, |k| &k.0),
-            texts(&added_keys, |k| &k.1),
-            texts(&added_keys, |k| &k.2),
-            texts(&unused, |k| &k.0),
-            texts(&unused, |k| &k.1),
-            texts(&unused, |k| &k.2),
-        ];
-        let cols: Vec<Vec<Option<&str>>> = cols
-            .iter()
-            .map(|col| col.iter().map(|v| v.as_deref()).collect())
-            .collect();
-        let points: Vec<Option<i64>> = added.iter().map(|(_, n)| Some(*n)).collect();
-        c.execute(
-            "WITH up AS (UPDATE rule_counters r SET points = r.points + u.n FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(c, m, p, n) WHERE r.tenant_id = $1 AND r.counter = u.c AND r.member_id = u.m AND r.period = u.p RETURNING 1),
-             gone AS (DELETE FROM rule_counters r USING unnest($6::text[], $7::text[], $8::text[]) AS u(c, m, p) WHERE r.tenant_id = $1 AND r.counter = u.c AND r.member_id = u.m AND r.period = u.p RETURNING 1)
-             SELECT (SELECT COUNT(*) FROM up) + (SELECT COUNT(*) FROM gone)",
-            &[
-                tenant.into(),
-                Param::Texts(&cols[0]),
-                Param::Texts(&cols[1]),
-                Param::Texts(&cols[2]),
-                Param::Ints(&points),
-                Param::Texts(&cols[3]),
-                Param::Texts(&cols[4]),
-                Param::Texts(&cols[5]),
-            ],
-        )?;
-        Ok(())
-    }
-}
-
-impl Counters for ChunkCounters {
-    fn used(&mut self, _: &mut dyn Conn, key: &CounterKey) -> Result<i64> {
-        let Some(held) = self.held.get(key) else {
-            return Err(StoreError::Busy(format!(
-                "the counter {} was not locked with its chunk",
-                key.0
-            )));
-        };
-        self.reached.insert(key.clone());
-        Ok(held + self.added.get(key).copied().unwrap_or(0))
-    }
-
-    fn add(&mut self, _: &mut dyn Conn, key: &CounterKey, points: i64) -> Result<()> {
-        *self.added.entry(key.clone()).or_insert(0) += points;
-        Ok(())
-    }
 }
 
 impl Plan<'_> {
