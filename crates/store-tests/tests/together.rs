@@ -372,18 +372,7 @@ async fn posted_together_leave_the_rows_of_one_by_one(db: TestDb) {
 /// purchase of the group must see what the ones before it took (the grouped write settles
 /// them in memory against the counter it locked once), so exactly the budget is given.
 async fn a_budget_shared_by_a_group_is_never_overspent(db: TestDb) {
-    let s = ProgramSettings {
-        pending_days: 0,
-        expiry: ExpiryPolicy::None,
-        ..ProgramSettings::default()
-    };
-    let store = db.store_with(
-        StoreOptions {
-            post_together: true,
-            ..StoreOptions::for_dialect(fidelis_store_tests::backend(&db.url).dialect())
-        },
-        0,
-    );
+    let (store, s) = budget_store(&db, true);
     let ids = tenant(&store, "budget", &s).await;
     let before = store.metrics().posted_together.load(Ordering::Relaxed);
     let mut set = tokio::task::JoinSet::new();
@@ -401,25 +390,7 @@ async fn a_budget_shared_by_a_group_is_never_overspent(db: TestDb) {
             member: &MemberFacts::default(),
             now: t0(),
         });
-        awards.push(Award {
-            source: "campaign:launch".into(),
-            rule_version: Some(1),
-            points: 3,
-            description: "launch bonus".into(),
-            campaign: None,
-            capped_from: None,
-            terms: Some(Box::new(AwardTerms {
-                limits: std::sync::Arc::from(vec![AwardLimit {
-                    counter: "campaign:launch".into(),
-                    per_member: false,
-                    period: "budget".into(),
-                    max: 40,
-                    label: "campaign budget",
-                }]),
-                nth_order: None,
-                basis: None,
-            })),
-        });
+        awards.push(budget_award("launch", 40));
         let (store, s) = (store.clone(), s.clone());
         set.spawn(async move {
             store
@@ -457,8 +428,24 @@ async fn a_budget_shared_by_a_group_is_never_overspent(db: TestDb) {
     assert!(report.ok(), "{report:?}");
 }
 
-/// A campaign bonus with a budget shared by all members (`campaign:<name>`), 3 points.
-fn budget_award(name: &str) -> Award {
+/// A store posting purchases together or not, and a programme whose points are available at
+/// once and never expire.
+fn budget_store(db: &TestDb, together: bool) -> (Store, ProgramSettings) {
+    let s = ProgramSettings {
+        pending_days: 0,
+        expiry: ExpiryPolicy::None,
+        ..ProgramSettings::default()
+    };
+    let opts = StoreOptions {
+        post_together: together,
+        ..StoreOptions::for_dialect(db.kind_dialect())
+    };
+    (db.store_with(opts, 0), s)
+}
+
+/// A campaign bonus of 3 points under a budget of `max` shared by all members
+/// (`campaign:<name>`).
+fn budget_award(name: &str, max: i64) -> Award {
     let counter = format!("campaign:{name}");
     Award {
         source: counter.clone(),
@@ -472,7 +459,7 @@ fn budget_award(name: &str) -> Award {
                 counter: counter.into(),
                 per_member: false,
                 period: "budget".into(),
-                max: 1_000,
+                max,
                 label: "campaign budget",
             }]),
             nth_order: None,
@@ -489,18 +476,7 @@ fn budget_award(name: &str) -> Award {
 /// holds `campaign:a` while the purchase waits, and `campaign:b` must still be free. SQLite
 /// has one writer: there the purchases are only settled.
 async fn a_purchase_posted_alone_locks_budgets_in_key_order(db: TestDb) {
-    let s = ProgramSettings {
-        pending_days: 0,
-        expiry: ExpiryPolicy::None,
-        ..ProgramSettings::default()
-    };
-    let store = db.store_with(
-        StoreOptions {
-            post_together: false,
-            ..StoreOptions::for_dialect(db.kind_dialect())
-        },
-        0,
-    );
+    let (store, s) = budget_store(&db, false);
     store
         .ensure_tenant("order", "order", &s, 0)
         .await
@@ -521,7 +497,7 @@ async fn a_purchase_posted_alone_locks_budgets_in_key_order(db: TestDb) {
             let p = input(key, order, 2_000, t0())
                 .validate(&s, t0())
                 .expect("valid");
-            let awards = vec![budget_award("b"), budget_award("a")];
+            let awards = vec![budget_award("b", 1_000), budget_award("a", 1_000)];
             store
                 .purchase("order", p, awards, s, None, t0().timestamp_micros())
                 .await
