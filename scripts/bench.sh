@@ -22,6 +22,8 @@ echo "== PostgreSQL over HTTP, 64 connections"
 $bin bench --database-url "$pg" --members 10000 --connections 64 --duration-secs 20 --json "$out/pg-http.json"
 echo "== Latency at a set rate: balance reads at 5,000/s (all reads)"
 $bin bench --members 10000 --connections 32 --duration-secs 20 --read-share 1 --rate 5000 --json "$out/sqlite-reads-5000.json"
+echo "== Balance reads at 5,000/s, points expiring 36 months after earning, 40 past purchases a member"
+$bin bench --members 10000 --connections 32 --duration-secs 20 --read-share 1 --rate 5000 --history 40 --expiry-months 36 --json "$out/sqlite-reads-5000-expiry.json"
 echo "== SQLite over HTTP, 256 connections, full speed"
 $bin bench --members 10000 --connections 256 --duration-secs 20 --json "$out/sqlite-http-256.json"
 # Paced connections are spread over the period and a late request counts from when it was due.

@@ -82,6 +82,65 @@ pub fn take_from_lots(lots: &[LotView], amount: i64) -> (Vec<(i64, i64)>, i64) {
     (takes, amount.max(0) - left)
 }
 
+/// How many of a member's soonest expiry dates a balance lists, and the member row keeps.
+pub const EXPIRING_KEPT: usize = 12;
+
+/// A member's available points by expiry date, soonest first: exactly the first
+/// [`EXPIRING_KEPT`] dates of the member's available lots that expire (or all of them, when
+/// fewer), each with the points its lots hold. Kept on the member row so a balance read never
+/// reads lots: a new lot is added here ([`SoonestExpiring::add`]); whatever takes points from
+/// lots or changes their state lists them again from the lots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SoonestExpiring(pub Vec<(i64, i64)>);
+
+impl SoonestExpiring {
+    /// From `(expires_at, points)` pairs in any order (dates repeated are added together).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (i64, i64)>) -> SoonestExpiring {
+        let mut list = SoonestExpiring::default();
+        for (at, points) in pairs {
+            list.add(at, points);
+        }
+        list
+    }
+
+    /// A new available lot of `points` expiring at `at`. The list stays the first dates: a
+    /// date later than the last of a full list is not among them, and one before it pushes
+    /// the last out. Only correct while no lot has lost points since the list was made.
+    pub fn add(&mut self, at: i64, points: i64) {
+        if points <= 0 {
+            return;
+        }
+        match self.0.binary_search_by_key(&at, |(d, _)| *d) {
+            Ok(i) => self.0[i].1 += points,
+            Err(i) if i < EXPIRING_KEPT => {
+                self.0.insert(i, (at, points));
+                self.0.truncate(EXPIRING_KEPT);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The stored form: `[[expires_at, points], ...]`.
+    pub fn to_text(&self) -> String {
+        let mut out = String::with_capacity(2 + self.0.len() * 24);
+        out.push('[');
+        for (i, (at, points)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("[{at},{points}]"));
+        }
+        out.push(']');
+        out
+    }
+
+    /// Reads the stored form; `None` when it is not one.
+    pub fn parse(text: &str) -> Option<SoonestExpiring> {
+        let pairs: Vec<(i64, i64)> = serde_json::from_str(text).ok()?;
+        Some(SoonestExpiring(pairs))
+    }
+}
+
 /// How much of a credit to `available` goes to repaying a debt (a negative balance), and how
 /// much is left for the new lot.
 pub fn repay_debt(credit: i64, available_before: i64) -> (i64, i64) {
@@ -245,6 +304,21 @@ mod tests {
             let p = plan_clawback(amount, &[lot(1, own, None)], &[lot(2, other, Some(5))], &[lot(3, avail, Some(1))], policy);
             prop_assert_eq!(p.pending_total() + p.available_total() + p.forgiven, amount);
             prop_assert!(p.into_debt >= 0 && p.forgiven >= 0);
+        }
+
+        #[test]
+        fn soonest_expiring_stays_the_first_dates_of_every_lot_added(
+            lots in proptest::collection::vec((0i64..40, 1i64..500), 0..60),
+        ) {
+            let mut kept = SoonestExpiring::default();
+            let mut all = std::collections::BTreeMap::new();
+            for (at, points) in &lots {
+                kept.add(*at, *points);
+                *all.entry(*at).or_insert(0i64) += points;
+                let first: Vec<(i64, i64)> = all.iter().take(EXPIRING_KEPT).map(|(a, p)| (*a, *p)).collect();
+                prop_assert_eq!(&kept.0, &first);
+            }
+            prop_assert_eq!(SoonestExpiring::parse(&kept.to_text()), Some(kept.clone()));
         }
 
         #[test]

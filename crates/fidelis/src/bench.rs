@@ -51,6 +51,10 @@ pub struct BenchOptions {
     pub tiers: bool,
     /// Past purchases per member, dated over the last 24 months, posted before the run.
     pub history: usize,
+    /// Points expire this many months after they were earned (0: they never expire), so a
+    /// balance read lists the dates the member's points expire on, and a redemption takes the
+    /// soonest-expiring points first.
+    pub expiry_months: u32,
     /// Total operations per second to aim for (0: as fast as possible).
     pub rate: u64,
     pub inprocess: bool,
@@ -79,12 +83,15 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[idx.min(sorted.len() - 1)]) / 1000.0
 }
 
-fn tenant_settings() -> ProgramSettings {
-    // Points available at once and never expiring: the benchmark measures the write path, not
-    // jobs.
+fn tenant_settings(expiry_months: u32) -> ProgramSettings {
+    // Points available at once (the benchmark measures the write path, not jobs), expiring
+    // only with `--expiry-months`.
     ProgramSettings {
         pending_days: 0,
-        expiry: ExpiryPolicy::None,
+        expiry: match expiry_months {
+            0 => ExpiryPolicy::None,
+            months => ExpiryPolicy::AfterEarning { months },
+        },
         ..ProgramSettings::default()
     }
 }
@@ -112,6 +119,7 @@ async fn load(
     capped_rule: bool,
     tiers: bool,
     history: usize,
+    expiry_months: u32,
 ) -> anyhow::Result<Loaded> {
     let store = db::open(url, Utc::now().timestamp_micros())?;
     let app = App::new(store.clone(), Arc::new(SystemClock));
@@ -119,7 +127,7 @@ async fn load(
         .ensure_tenant(
             TENANT,
             TENANT,
-            &tenant_settings(),
+            &tenant_settings(expiry_months),
             Utc::now().timestamp_micros(),
         )
         .await
@@ -875,6 +883,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         o.capped_rule,
         o.tiers,
         o.history,
+        o.expiry_months,
     )
     .await?;
     eprintln!("loaded {} members at {load_rate:.0}/s", members.len());
@@ -1126,6 +1135,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "capped_rule": o.capped_rule,
         "tiers": o.tiers,
         "history": o.history,
+        "expiry_months": o.expiry_months,
         "resend_share": o.resend_share,
         "members": shared.members.len(),
         "connections": o.connections,

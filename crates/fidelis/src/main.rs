@@ -129,6 +129,10 @@ enum Command {
         /// (a programme with years of history; with --tiers, half of them are in the window).
         #[arg(long, default_value_t = 0)]
         history: usize,
+        /// Points expire this many months after they were earned (0: never): balance reads
+        /// list the member's expiry dates, redemptions take the soonest-expiring points first.
+        #[arg(long, default_value_t = 0)]
+        expiry_months: u32,
         /// Aim for this many operations per second in all (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -316,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
             capped_rule,
             tiers,
             history,
+            expiry_months,
             rate,
             inprocess,
             batch_size,
@@ -372,6 +377,7 @@ async fn main() -> anyhow::Result<()> {
                 capped_rule,
                 tiers,
                 history,
+                expiry_months,
                 rate,
                 inprocess,
                 batch_size,

@@ -280,3 +280,20 @@ fn a_tier_ladder_and_a_history_are_loaded_and_members_move_during_the_run() {
         "members cross thresholds during the run: {report}"
     );
 }
+
+#[test]
+fn points_expiring_after_earning_are_listed_from_the_member_row_and_verify() {
+    let report = bench(&[
+        "--inprocess",
+        "--expiry-months",
+        "36",
+        "--history",
+        "2",
+        "--redeem-share",
+        "0.2",
+    ]);
+    // `check` verifies the ledger, which compares every member row's expiry dates with its
+    // lots after purchases and redemptions.
+    check(&report, "inprocess");
+    assert_eq!(report["expiry_months"], 36, "{report}");
+}

@@ -93,17 +93,30 @@ async fn buy(
     total: &str,
     at: DateTime<Utc>,
 ) -> fidelis_store::model::PurchaseOutcome {
-    let p = purchase_input(member, order, total, at)
-        .validate(s, at)
+    buy_posted(store, s, member, order, total, at, at).await
+}
+
+/// A purchase dated `occurred` and posted at `now`.
+async fn buy_posted(
+    store: &Store,
+    s: &ProgramSettings,
+    member: &str,
+    order: &str,
+    total: &str,
+    occurred: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> fidelis_store::model::PurchaseOutcome {
+    let p = purchase_input(member, order, total, occurred)
+        .validate(s, now)
         .expect("valid purchase");
     let awards = BaseEarner.awards(&EarnContext {
         program: s,
         event: Trigger::Purchase(&p),
         member: &MemberFacts::default(),
-        now: at,
+        now,
     });
     store
-        .purchase(T, p, awards, s.clone(), None, us(at))
+        .purchase(T, p, awards, s.clone(), None, us(now))
         .await
         .expect("purchase")
         .0
@@ -684,6 +697,169 @@ async fn open_lots_are_found_from_the_members_mark_and_verify_checks_it(db: Test
     assert_ledger_ok(&store).await;
 }
 
+/// A member's soonest expiry dates as the lots say: every available lot with points left and
+/// an expiry date, by date, the first 12 (read without the member row or its mark).
+async fn expiring_from_the_lots(store: &Store, member: &str) -> Vec<(String, i64)> {
+    let m = member.to_string();
+    store
+        .read(move |c| {
+            Ok(c.query(
+                "SELECT expires_at, CAST(SUM(remaining) AS BIGINT) FROM lots WHERE tenant_id = $1 AND member_id = $2 AND state = 'available' AND remaining > 0 AND expires_at IS NOT NULL GROUP BY expires_at ORDER BY expires_at LIMIT 12",
+                &[T.into(), m.as_str().into()],
+            )?
+            .iter()
+            .map(|r| (fidelis_core::time::format(fidelis_core::time::from_micros(r.int(0))), r.int(1)))
+            .collect())
+        })
+        .await
+        .expect("lots")
+}
+
+async fn expiring_listed(store: &Store, s: &ProgramSettings, member: &str) -> Vec<(String, i64)> {
+    let b = store.balance(T, member, s.clone()).await.expect("balance");
+    b.expiring
+        .into_iter()
+        .map(|e| (e.expires_at, e.points))
+        .collect()
+}
+
+async fn assert_expiring_follows_the_lots(store: &Store, s: &ProgramSettings, m: &str, step: &str) {
+    let lots = expiring_from_the_lots(store, m).await;
+    assert_eq!(expiring_listed(store, s, m).await, lots, "after {step}");
+}
+
+/// The soonest expiry dates a balance lists are kept on the member row (no lot is read): they
+/// follow purchases in any order of dates (two on one date are added together, a 13th date is
+/// left out until an earlier one goes), pending points when they mature, debits, refunds,
+/// credits and expiry; purchases posted together keep them too; verify reports a row whose
+/// list is wrong, and the migration lists them again for rows that have none.
+async fn the_soonest_expiry_dates_are_kept_on_the_member_row(db: TestDb) {
+    let s = settings(
+        7,
+        ExpiryPolicy::AfterEarning { months: 12 },
+        RefundPolicy::AllowNegative,
+    );
+    let store = setup(&db, &s).await;
+    let m = member(&store, "c1").await;
+    let now = t0() + Duration::days(60);
+    // Sixteen purchases on fourteen dates, out of order, all past their return window.
+    for (i, day) in [21, 3, 45, 9, 9, 30, 0, 36, 12, 48, 27, 6, 18, 39, 24, 24]
+        .iter()
+        .enumerate()
+    {
+        let total = format!("{}.00", 10 + i);
+        buy_posted(
+            &store,
+            &s,
+            &m,
+            &format!("o{i}"),
+            &total,
+            t0() + Duration::days(*day),
+            now,
+        )
+        .await;
+        assert_expiring_follows_the_lots(&store, &s, &m, &format!("purchase {i}")).await;
+    }
+    assert_eq!(expiring_listed(&store, &s, &m).await.len(), 12);
+    // Two purchases inside the return window: pending, not listed yet.
+    buy_posted(&store, &s, &m, "p1", "50.00", now, now).await;
+    buy_posted(&store, &s, &m, "p2", "60.00", now - Duration::days(2), now).await;
+    assert_expiring_follows_the_lots(&store, &s, &m, "pending purchases").await;
+    // A debit empties the earliest lots: later dates come into the list.
+    store
+        .adjust(T, &m, -100, "reversal", "test", s.clone(), None, us(now))
+        .await
+        .expect("debit");
+    assert_expiring_follows_the_lots(&store, &s, &m, "a debit").await;
+    // A credit is a lot of its own, expiring a year after it.
+    store
+        .adjust(T, &m, 25, "goodwill", "test", s.clone(), None, us(now))
+        .await
+        .expect("credit");
+    assert_expiring_follows_the_lots(&store, &s, &m, "a credit").await;
+    // The pending lots mature; then the earliest lots expire.
+    let r = store
+        .run_jobs(us(now + Duration::days(8)))
+        .await
+        .expect("jobs");
+    assert_eq!(r.matured_lots, 2);
+    assert_expiring_follows_the_lots(&store, &s, &m, "maturity").await;
+    // A refund claws back from available lots (no points are pending any more).
+    let before = expiring_listed(&store, &s, &m).await;
+    refund(&store, &s, "o9", "19.00", now + Duration::days(8))
+        .await
+        .expect("refund");
+    assert_ne!(expiring_listed(&store, &s, &m).await, before);
+    assert_expiring_follows_the_lots(&store, &s, &m, "a refund").await;
+    let r = store
+        .run_jobs(us(t0() + Duration::days(365 + 40)))
+        .await
+        .expect("jobs");
+    assert!(r.expired_lots > 0);
+    assert_expiring_follows_the_lots(&store, &s, &m, "expiry").await;
+    assert_ledger_ok(&store).await;
+
+    // Purchases of several members at once (posted together on PostgreSQL).
+    let mut others = Vec::new();
+    for i in 0..8 {
+        others.push(member(&store, &format!("g{i}")).await);
+    }
+    let later = t0() + Duration::days(400);
+    for round in 0..3 {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, o) in others.iter().enumerate() {
+            let (store, s, o) = (store.clone(), s.clone(), o.clone());
+            set.spawn(async move {
+                let at = later - Duration::days(30 + (i as i64 * 7 + round * 3) % 20);
+                buy_posted(&store, &s, &o, &format!("g{i}-{round}"), "33.00", at, later).await;
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.expect("purchase task");
+        }
+    }
+    for o in &others {
+        assert_eq!(expiring_listed(&store, &s, o).await.len(), 3);
+        assert_expiring_follows_the_lots(&store, &s, o, "purchases together").await;
+    }
+    assert_ledger_ok(&store).await;
+
+    // A wrong list on the row is what verify reports.
+    let listed = expiring_listed(&store, &s, &m).await;
+    let who = m.clone();
+    store
+        .write(&m.clone(), move |c| {
+            c.execute(
+                "UPDATE members SET expiring = '[[1,1]]' WHERE tenant_id = $1 AND id = $2",
+                &[T.into(), who.as_str().into()],
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("row changed");
+    let report = store.verify().await.expect("verify runs");
+    assert_eq!(report.expiring_mismatches.len(), 1, "{report:?}");
+    // Rows without a list (a database from before the column) get theirs from the migration.
+    store
+        .write(&m.clone(), move |c| {
+            c.execute(
+                "UPDATE members SET expiring = '[]' WHERE tenant_id = $1",
+                &[T.into()],
+            )?;
+            c.execute("DELETE FROM fidelis_migrations WHERE version = 11", &[])?;
+            Ok(())
+        })
+        .await
+        .expect("lists removed");
+    drop(store);
+    let store = db.store(us(later));
+    assert_eq!(expiring_listed(&store, &s, &m).await, listed);
+    for o in &others {
+        assert_expiring_follows_the_lots(&store, &s, o, "the migration").await;
+    }
+    assert_ledger_ok(&store).await;
+}
+
 /// Reads grouped many at a time (as PostgreSQL's store does) answer each request with its own
 /// member's facts or balance: by id or external id, once or several times in a group, in the
 /// right tenant, and nothing (or not found) for a member not enrolled.
@@ -825,6 +1001,7 @@ on_both!(
     array_parameters_bind_on_postgresql_and_are_refused_on_sqlite,
     open_lots_are_found_from_the_members_mark_and_verify_checks_it,
     reads_grouped_together_are_each_members_own,
+    the_soonest_expiry_dates_are_kept_on_the_member_row,
 );
 
 /// PostgreSQL: every text column in an index's key compares byte by byte (`COLLATE "C"`), as

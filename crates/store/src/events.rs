@@ -78,6 +78,8 @@ pub(crate) fn purchase(
     let (mut debt_repaid, mut d_avail, mut d_pending) = (0, 0, 0);
     // The transaction of a lot with points left, noted on the member row with the balances.
     let mut open_txn: Option<i64> = None;
+    // The member's soonest expiry dates with this purchase's lot, when it joins them.
+    let mut expiring: Option<String> = None;
     if points > 0 {
         let reason = format!("purchase {}", p.order_id);
         let t = Txn {
@@ -110,6 +112,7 @@ pub(crate) fn purchase(
         };
         let lot_id = ledger::insert_lot_row(c, &t, txn_id, &lot)?;
         open_txn = (keep > 0).then_some(txn_id);
+        expiring = ledger::expiring_with(c, tenant, &member, &lot)?;
         let account = if pending {
             Account::Pending
         } else {
@@ -127,8 +130,8 @@ pub(crate) fn purchase(
     }
     // One update of the member row: balances, counters, last activity and open lots together.
     c.execute(
-        &format!("UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, purchased_minor = purchased_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8, open_lots_from = {} WHERE tenant_id = $1 AND id = $2", ledger::open_from("$9")),
-        &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into(), open_txn.into()],
+        &format!("UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, purchased_minor = purchased_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8, open_lots_from = {}, expiring = COALESCE($10, expiring) WHERE tenant_id = $1 AND id = $2", ledger::open_from("$9")),
+        &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into(), open_txn.into(), expiring.as_deref().into()],
     )?;
     crate::member_value::after_purchase(c, tenant, &member, p, settings, now)?;
     let outcome = PurchaseOutcome {
@@ -286,6 +289,9 @@ pub(crate) fn refund(
             || ledger::empties_a_lot(&lots, &plan.from_available)
         {
             ledger::advance_open_lots(c, tenant, &member)?;
+        }
+        if !plan.from_available.is_empty() {
+            ledger::relist_expiring(c, tenant, &member)?;
         }
     }
     c.execute(

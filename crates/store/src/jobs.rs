@@ -103,6 +103,7 @@ pub(crate) fn mature(
         if emptied {
             ledger::advance_open_lots(c, tenant, &member)?;
         }
+        ledger::relist_expiring(c, tenant, &member)?;
         report.members_touched += 1;
     }
     Ok(full)
@@ -165,6 +166,7 @@ pub(crate) fn expire(
         let txn_id = ledger::insert_txn(c, &t)?;
         ledger::write_entries(c, &t, txn_id, &entries)?;
         ledger::advance_open_lots(c, tenant, &member)?;
+        ledger::relist_expiring(c, tenant, &member)?;
         report.expired_points += total;
         report.members_touched += 1;
     }

@@ -5,7 +5,9 @@
 use crate::conn::{Conn, Param, Row};
 use crate::error::{Result, StoreError};
 use crate::model::{AdjustOutcome, Balance, BalanceNow, EntryView, Expiring, LedgerTxn, Page};
-use fidelis_core::ledger::{Account, LotView, repay_debt, take_from_lots};
+use fidelis_core::ledger::{
+    Account, EXPIRING_KEPT, LotView, SoonestExpiring, repay_debt, take_from_lots,
+};
 use fidelis_core::program::{ExpiryPolicy, ProgramSettings};
 use fidelis_core::time::{add_months, format, from_micros};
 
@@ -107,19 +109,90 @@ pub(crate) fn advance_open_lots(c: &mut dyn Conn, tenant: &str, member: &str) ->
     Ok(())
 }
 
-/// Records a new lot with points left on its member's row: the mark never passes it.
+/// Records a new lot with points left on its member's row: the mark never passes it, and an
+/// available lot that expires joins the member's soonest expiry dates.
 pub(crate) fn note_open_lot(
     c: &mut dyn Conn,
     tenant: &str,
     member: &str,
     txn_id: i64,
+    lot: &NewLot<'_>,
 ) -> Result<()> {
+    let expiring = expiring_with(c, tenant, member, lot)?;
     c.execute(
         &format!(
-            "UPDATE members SET open_lots_from = {} WHERE tenant_id = $1 AND id = $2",
+            "UPDATE members SET open_lots_from = {}, expiring = COALESCE($4, expiring) WHERE tenant_id = $1 AND id = $2",
             open_from("$3")
         ),
-        &[tenant.into(), member.into(), txn_id.into()],
+        &[tenant.into(), member.into(), txn_id.into(), expiring.as_deref().into()],
+    )?;
+    Ok(())
+}
+
+/// The member's soonest expiry dates with `lot` added, in their stored form, for the member
+/// row's update; `None` (the row's list stays) when the lot is not available points that
+/// expire. Reads the row's list: callers hold the member's lock.
+pub(crate) fn expiring_with(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    lot: &NewLot<'_>,
+) -> Result<Option<String>> {
+    let Some(at) = lot
+        .expires_at
+        .filter(|_| lot_state(lot.remaining, lot.pending) == "available")
+    else {
+        return Ok(None);
+    };
+    let row = c
+        .query_one(
+            "SELECT expiring FROM members WHERE tenant_id = $1 AND id = $2",
+            &[tenant.into(), member.into()],
+        )?
+        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    let mut list = stored_expiring(&row.text(0))?;
+    list.add(at, lot.remaining);
+    Ok(Some(list.to_text()))
+}
+
+/// A member row's stored list.
+pub(crate) fn stored_expiring(text: &str) -> Result<SoonestExpiring> {
+    SoonestExpiring::parse(text).ok_or_else(|| {
+        StoreError::Unprocessable(format!("stored record unreadable: expiry dates `{text}`"))
+    })
+}
+
+/// The member's soonest expiry dates, listed from the lots with points left.
+pub(crate) fn expiring_from_lots(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+) -> Result<SoonestExpiring> {
+    let rows = c.query(
+        &format!("SELECT l.expires_at, CAST(SUM(l.remaining) AS BIGINT) FROM {OPEN_LOTS} AND l.state = 'available' AND l.expires_at IS NOT NULL GROUP BY l.expires_at ORDER BY l.expires_at LIMIT $3"),
+        &[tenant.into(), member.into(), (EXPIRING_KEPT as i64).into()],
+    )?;
+    Ok(SoonestExpiring(
+        rows.iter().map(|r| (r.int(0), r.int(1))).collect(),
+    ))
+}
+
+/// Lists the member's soonest expiry dates again from the lots and keeps them on the member
+/// row: after points left lots (spent, clawed back, expired) or lots changed state.
+pub(crate) fn relist_expiring(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<()> {
+    let list = expiring_from_lots(c, tenant, member)?;
+    keep_expiring(c, tenant, member, &list)
+}
+
+fn keep_expiring(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    list: &SoonestExpiring,
+) -> Result<()> {
+    c.execute(
+        "UPDATE members SET expiring = $3 WHERE tenant_id = $1 AND id = $2",
+        &[tenant.into(), member.into(), list.to_text().as_str().into()],
     )?;
     Ok(())
 }
@@ -275,7 +348,7 @@ pub(crate) fn insert_lot(
 ) -> Result<i64> {
     let id = insert_lot_row(c, t, txn_id, lot)?;
     if lot.remaining > 0 {
-        note_open_lot(c, t.tenant, t.member, txn_id)?;
+        note_open_lot(c, t.tenant, t.member, txn_id, lot)?;
     }
     Ok(id)
 }
@@ -378,6 +451,19 @@ pub(crate) fn debit_available(
     if empties_a_lot(&open, &takes) {
         advance_open_lots(c, t.tenant, t.member)?;
     }
+    // The soonest expiry dates again, from the lots in hand less what was taken.
+    let left = open
+        .iter()
+        .filter(|l| l.state == "available")
+        .filter_map(|l| {
+            let taken: i64 = takes
+                .iter()
+                .filter(|(id, _)| *id == l.id)
+                .map(|(_, n)| n)
+                .sum();
+            l.expires_at.map(|at| (at, l.remaining - taken))
+        });
+    keep_expiring(c, t.tenant, t.member, &SoonestExpiring::from_pairs(left))?;
     entries.push(entry(counter, None, points));
     write_entries(c, t, txn_id, &entries)
 }
@@ -451,18 +537,17 @@ pub(crate) fn adjust(
     })
 }
 
-/// Soonest expiries listed in a balance.
-const EXPIRING_SHOWN: i64 = 12;
-
 /// A member row's balances, as a balance read answers them.
 pub(crate) struct BalanceRow {
     available: i64,
     pending: i64,
     lifetime_earned: i64,
     last_activity_at: Option<i64>,
+    /// The soonest expiry dates, as stored.
+    expiring: String,
 }
 
-const BALANCE_COLUMNS: &str = "available, pending, lifetime_earned, last_activity_at";
+const BALANCE_COLUMNS: &str = "available, pending, lifetime_earned, last_activity_at, expiring";
 
 impl BalanceRow {
     fn at(r: &Row, i: usize) -> BalanceRow {
@@ -471,6 +556,7 @@ impl BalanceRow {
             pending: r.int(i + 1),
             lifetime_earned: r.int(i + 2),
             last_activity_at: r.opt_int(i + 3),
+            expiring: r.text(i + 4),
         }
     }
 }
@@ -493,7 +579,7 @@ pub(crate) fn balance_of_row(
         )?
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
     let balance = balance_of(c, tenant, member, &BalanceRow::at(&row, 0), settings)?;
-    Ok((balance, row.int(4)))
+    Ok((balance, row.int(5)))
 }
 
 /// The balance rows of the members whose id is one of `ids`, by id: one query for many
@@ -526,21 +612,30 @@ pub(crate) fn balance_of(
         pending,
         lifetime_earned,
         last_activity_at,
+        ref expiring,
     } = *row;
     let expiring = match settings.expiry {
         ExpiryPolicy::None => vec![],
         ExpiryPolicy::Inactivity { months } => match last_activity_at {
-            Some(last) if available > 0 => vec![Expiring { points: available, expires_at: ts(add_months(from_micros(last), months).timestamp_micros()) }],
+            Some(last) if available > 0 => vec![Expiring {
+                points: available,
+                expires_at: ts(add_months(from_micros(last), months).timestamp_micros()),
+            }],
             _ => vec![],
         },
-        ExpiryPolicy::AfterEarning { .. } => c
-            .query(
-                &format!("SELECT l.expires_at, CAST(SUM(l.remaining) AS BIGINT) FROM {OPEN_LOTS} AND l.state = 'available' AND l.expires_at IS NOT NULL GROUP BY l.expires_at ORDER BY l.expires_at LIMIT $3"),
-                &[tenant.into(), member.into(), EXPIRING_SHOWN.into()],
-            )?
-            .iter()
-            .map(|r| Expiring { points: r.int(1), expires_at: ts(r.int(0)) })
-            .collect(),
+        // Kept on the member row (`SoonestExpiring`): no lot is read. A list the row cannot
+        // give is listed from the lots.
+        ExpiryPolicy::AfterEarning { .. } => match SoonestExpiring::parse(expiring) {
+            Some(list) => list,
+            None => expiring_from_lots(c, tenant, member)?,
+        }
+        .0
+        .into_iter()
+        .map(|(at, points)| Expiring {
+            points,
+            expires_at: ts(at),
+        })
+        .collect(),
     };
     Ok(Balance {
         available,

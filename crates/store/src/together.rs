@@ -241,6 +241,9 @@ struct Plan<'a> {
     awards: Vec<Award>,
     /// The member's tier state and bound, as this purchase leaves them.
     tier_row: TierRow,
+    /// The member's soonest expiry dates with this purchase's lot, stored form (`None`: the
+    /// lot does not join them and the row's list stays).
+    expiring: Option<String>,
 }
 
 fn write_chunk(
@@ -253,7 +256,7 @@ fn write_chunk(
     // those named by id, then those named by external id. Each list has the group's size,
     // padded with NULLs (which match nothing), so each query keeps one shape per size (one in
     // all on PostgreSQL).
-    let mut by_id: HashMap<String, (String, i64, i64, TierRow)> = HashMap::new();
+    let mut by_id: HashMap<String, (String, i64, i64, TierRow, String)> = HashMap::new();
     let mut by_ext: HashMap<String, String> = HashMap::new();
     for (column, pick) in [("id", 1usize), ("external_id", 2)] {
         let keys: Vec<Option<&str>> = group
@@ -265,7 +268,7 @@ fn write_chunk(
         }
         let (condition, params) = one_of(c, tenant, column, &keys);
         let sql = format!(
-            "SELECT id, external_id, available, pending, {} FROM members WHERE tenant_id = $1 AND {condition} AND {column} IS NOT NULL ORDER BY id{}",
+            "SELECT id, external_id, available, pending, expiring, {} FROM members WHERE tenant_id = $1 AND {condition} AND {column} IS NOT NULL ORDER BY id{}",
             crate::tiers::TIER_COLUMNS,
             c.dialect().for_update()
         );
@@ -274,7 +277,10 @@ fn write_chunk(
             if let Some(ext) = r.opt_text(1) {
                 by_ext.insert(ext, id.clone());
             }
-            by_id.insert(id.clone(), (id, r.int(2), r.int(3), TierRow::of(&r, 4)));
+            by_id.insert(
+                id.clone(),
+                (id, r.int(2), r.int(3), TierRow::of(&r, 5), r.text(4)),
+            );
         }
     }
     // Orders already recorded run alone (they answer as duplicates or conflicts).
@@ -340,7 +346,7 @@ fn write_chunk(
             plans.push(None);
             continue;
         };
-        let (_, available, pending_balance, ref tier_row) = by_id[&member];
+        let (_, available, pending_balance, ref tier_row, ref expiring) = by_id[&member];
         let orders_before = tier_row.orders;
         let tier_row = tier_row.clone().after_purchase(j.purchase.total.minor);
         let awards = match chunk_counters.as_mut() {
@@ -364,6 +370,16 @@ fn write_chunk(
         } else {
             repay_debt(points, available)
         };
+        let expires_at = expiry_for(&j.settings, occurred);
+        // One purchase per member in a chunk: the row's list is this purchase's to add to.
+        let expiring = match expires_at {
+            Some(at) if points > 0 && !pending && keep > 0 => {
+                let mut list = crate::ledger::stored_expiring(expiring)?;
+                list.add(at, keep);
+                Some(list.to_text())
+            }
+            _ => None,
+        };
         plans.push(Some(Plan {
             job: j,
             member,
@@ -373,7 +389,7 @@ fn write_chunk(
             points,
             pending,
             matures,
-            expires_at: expiry_for(&j.settings, occurred),
+            expires_at,
             repaid: if points > 0 { repaid } else { 0 },
             keep,
             reason: format!("purchase {}", p.order_id),
@@ -382,6 +398,7 @@ fn write_chunk(
             lot_id: 0,
             awards,
             tier_row,
+            expiring,
         }));
     }
     if let Some(counters) = chunk_counters {
@@ -650,6 +667,8 @@ fn write_rows_unnest(
     params.extend(p_texts.iter().map(|v| Param::Texts(v)));
     params.extend(a_ints.iter().map(|v| Param::Ints(v)));
     params.extend(a_texts.iter().map(|v| Param::Texts(v)));
+    let expiring = texts(plans, |pl| pl.expiring.as_deref());
+    params.push(Param::Texts(&expiring));
     let row = c
         .query_one(POST_UNNEST, &params)?
         .ok_or_else(|| StoreError::Busy("the chunk's statement answered nothing".into()))?;
@@ -657,13 +676,13 @@ fn write_rows_unnest(
 }
 
 /// The statement of [`write_rows_unnest`]: `$1` the tenant, `$2`–`$13` the purchases' integer
-/// columns, `$14`–`$24` their text columns, `$25`–`$29` and `$30`–`$34` the awards'. Every
+/// columns, `$14`–`$24` and `$35` their text columns, `$25`–`$29` and `$30`–`$34` the awards'. Every
 /// sub-statement runs once, to completion, whether or not the last SELECT reads it.
 const POST_UNNEST: &str = "WITH p AS (
   SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[],
-    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[]) WITH ORDINALITY
+    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $35::text[]) WITH ORDINALITY
     AS t(event_id, occurred_at, now, total_minor, points, txn_id, lot_id, keep, matures_at, expires_at, d_available, d_pending,
-         member_id, order_id, channel, store_id, currency, payload, lines, result, reason, lot_state, account, ord)
+         member_id, order_id, channel, store_id, currency, payload, lines, result, reason, lot_state, account, expiring, ord)
 ), a AS (
   SELECT * FROM unnest($25::bigint[], $26::bigint[], $27::bigint[], $28::bigint[], $29::bigint[],
     $30::text[], $31::text[], $32::text[], $33::text[], $34::text[]) WITH ORDINALITY
@@ -694,7 +713,8 @@ const POST_UNNEST: &str = "WITH p AS (
     lifetime_spend_minor = m.lifetime_spend_minor + p.total_minor, purchased_minor = m.purchased_minor + p.total_minor,
     last_activity_at = CASE WHEN m.last_activity_at IS NULL OR m.last_activity_at < p.occurred_at THEN p.occurred_at ELSE m.last_activity_at END,
     updated_at = p.now,
-    open_lots_from = CASE WHEN p.keep > 0 AND (m.open_lots_from IS NULL OR m.open_lots_from > p.txn_id) THEN p.txn_id ELSE m.open_lots_from END
+    open_lots_from = CASE WHEN p.keep > 0 AND (m.open_lots_from IS NULL OR m.open_lots_from > p.txn_id) THEN p.txn_id ELSE m.open_lots_from END,
+    expiring = COALESCE(p.expiring, m.expiring)
   FROM p WHERE m.tenant_id = $1 AND m.id = p.member_id RETURNING 1
 )
 SELECT COUNT(*) FROM up";
@@ -985,7 +1005,7 @@ fn write_rows_multi(
     let mut params: Vec<Param<'_>> = vec![tenant.into()];
     for pl in plans {
         let (da, dp) = pl.deltas();
-        params.extend::<[Param<'_>; 8]>([
+        params.extend::<[Param<'_>; 9]>([
             pl.member.as_str().into(),
             da.into(),
             dp.into(),
@@ -994,25 +1014,27 @@ fn write_rows_multi(
             pl.occurred.into(),
             pl.job.now.into(),
             pl.open_txn().into(),
+            pl.expiring.as_deref().into(),
         ]);
     }
     let values: Vec<String> = (0..plans.len())
         .map(|r| {
-            let k = 2 + r * 8;
+            let k = 2 + r * 9;
             format!(
-                "(CAST(${k} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                "(CAST(${k} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS TEXT))",
                 k + 1,
                 k + 2,
                 k + 3,
                 k + 4,
                 k + 5,
                 k + 6,
-                k + 7
+                k + 7,
+                k + 8
             )
         })
         .collect();
     let sql = format!(
-        "UPDATE members SET available = available + d.column2, pending = pending + d.column3, lifetime_earned = lifetime_earned + d.column4, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + d.column5, purchased_minor = purchased_minor + d.column5, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < d.column6 THEN d.column6 ELSE last_activity_at END, updated_at = d.column7, open_lots_from = {} FROM (VALUES {}) AS d WHERE members.tenant_id = $1 AND members.id = d.column1",
+        "UPDATE members SET available = available + d.column2, pending = pending + d.column3, lifetime_earned = lifetime_earned + d.column4, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + d.column5, purchased_minor = purchased_minor + d.column5, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < d.column6 THEN d.column6 ELSE last_activity_at END, updated_at = d.column7, open_lots_from = {}, expiring = COALESCE(d.column9, members.expiring) FROM (VALUES {}) AS d WHERE members.tenant_id = $1 AND members.id = d.column1",
         crate::ledger::open_from("d.column8"),
         values.join(", ")
     );

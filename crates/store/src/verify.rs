@@ -3,7 +3,9 @@
 
 use crate::conn::Conn;
 use crate::error::Result;
+use fidelis_core::ledger::SoonestExpiring;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Problems listed in a report at most (the counts are always complete).
 const SAMPLES: i64 = 20;
@@ -23,6 +25,9 @@ pub struct VerifyReport {
     /// Cached store-credit balances that differ from their entries.
     #[serde(default)]
     pub credit_mismatches: Vec<String>,
+    /// Member rows whose soonest expiry dates differ from their lots'.
+    #[serde(default)]
+    pub expiring_mismatches: Vec<String>,
 }
 
 impl VerifyReport {
@@ -32,6 +37,7 @@ impl VerifyReport {
             && self.lot_mismatches.is_empty()
             && self.unbalanced_credit_transactions.is_empty()
             && self.credit_mismatches.is_empty()
+            && self.expiring_mismatches.is_empty()
     }
 }
 
@@ -118,5 +124,48 @@ pub(crate) fn verify(c: &mut dyn Conn, tenant: &str) -> Result<VerifyReport> {
         report.unbalanced_credit_transactions,
         report.credit_mismatches,
     ) = crate::credit::verify(c, tenant, SAMPLES)?;
+    report.expiring_mismatches = expiring_mismatches(c, tenant)?;
     Ok(report)
+}
+
+/// The soonest expiry dates each member row keeps (`ledger::BalanceRow`), against the lots.
+fn expiring_mismatches(c: &mut dyn Conn, tenant: &str) -> Result<Vec<String>> {
+    type Key = (String, String);
+    let mut from_lots: BTreeMap<Key, SoonestExpiring> = BTreeMap::new();
+    for r in c.query(
+        "SELECT tenant_id, member_id, expires_at, CAST(SUM(remaining) AS BIGINT) FROM lots
+         WHERE ($1 = '' OR tenant_id = $1) AND remaining > 0 AND state = 'available' AND expires_at IS NOT NULL
+         GROUP BY tenant_id, member_id, expires_at",
+        &[tenant.into()],
+    )? {
+        from_lots
+            .entry((r.text(0), r.text(1)))
+            .or_default()
+            .add(r.int(2), r.int(3));
+    }
+    let mut kept: BTreeMap<Key, String> = BTreeMap::new();
+    for r in c.query(
+        "SELECT tenant_id, id, expiring FROM members WHERE ($1 = '' OR tenant_id = $1) AND expiring <> '[]'",
+        &[tenant.into()],
+    )? {
+        kept.insert((r.text(0), r.text(1)), r.text(2));
+    }
+    let keys: BTreeSet<&Key> = from_lots.keys().chain(kept.keys()).collect();
+    let none = SoonestExpiring::default();
+    Ok(keys
+        .into_iter()
+        .filter_map(|k| {
+            let lots = from_lots.get(k).unwrap_or(&none);
+            let row = kept.get(k).map_or("[]", String::as_str);
+            (SoonestExpiring::parse(row).as_ref() != Some(lots)).then(|| {
+                format!(
+                    "{}/{}: row lists expiry dates {row}, lots say {}",
+                    k.0,
+                    k.1,
+                    lots.to_text()
+                )
+            })
+        })
+        .take(SAMPLES as usize)
+        .collect())
 }
