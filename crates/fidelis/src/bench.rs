@@ -3,7 +3,8 @@
 //! connections (or, `--mode inprocess`, drives the use cases directly to isolate the engine's
 //! cost). The operations are purchases, balance reads and redemptions of a reward (a
 //! connection redeems for a member it has just bought for, so the points are there), and with
-//! `--resend-share` orders resent with another total, as tills do, each refused 409;
+//! `--resend-share` orders resent with another total, as tills do, each refused 409, and with
+//! `--refund-share` one item of the previous order returned (a refund by line);
 //! `--idempotency-keys` keys every request and `--capped-rule` adds a capped campaign. Prints
 //! throughput and p50/p99/p99.9 latency per operation, as a table and as JSON.
 //! `--ceiling` sends only `GET /healthz` through the same server and connections: what HTTP
@@ -41,6 +42,9 @@ pub struct BenchOptions {
     /// Share of purchases that resend the connection's previous order with another total, as
     /// a till resending a changed basket: each is answered 409 (and counted as a `resend`).
     pub resend_share: f64,
+    /// Share of purchases that are instead the return of one item of the connection's
+    /// previous order (a refund by line), counted as `refund`.
+    pub refund_share: f64,
     /// Every purchase and redemption sends an `Idempotency-Key`, as careful integrations do.
     pub idempotency_keys: bool,
     /// An active rule gives every purchase 5 bonus points, capped per member and day (a
@@ -347,6 +351,18 @@ struct Http {
 }
 
 impl Http {
+    /// POSTs `body` as JSON: true when the answer is 201 Created.
+    async fn post_created(
+        &mut self,
+        path: &str,
+        api_key: &str,
+        idem: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<bool> {
+        let body = serde_json::to_vec(body)?;
+        Ok(self.call("POST", path, api_key, idem, Some(&body)).await? == 201)
+    }
+
     async fn connect(addr: &str) -> anyhow::Result<Http> {
         let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
@@ -419,6 +435,7 @@ struct Shared {
     redeem_share: f64,
     reward: String,
     resend_share: f64,
+    refund_share: f64,
     idempotency_keys: bool,
     /// Microseconds between two operations of one connection when paced.
     pace_us: u64,
@@ -437,9 +454,14 @@ async fn connection(
     driver: Arc<Driver>,
     shared: Arc<Shared>,
     conn_no: usize,
-) -> anyhow::Result<[Samples; 4]> {
-    let [mut purchases, mut reads, mut redemptions, mut resends] =
-        [(); 4].map(|()| Samples::default());
+) -> anyhow::Result<[Samples; 5]> {
+    let [
+        mut purchases,
+        mut reads,
+        mut redemptions,
+        mut resends,
+        mut refunds,
+    ] = [(); 5].map(|()| Samples::default());
     // The order this connection sent last (member, order id, sequence), for resends.
     let mut last_order: Option<(String, String, u64)> = None;
     // Members this connection bought for and has not redeemed for since, oldest first: one
@@ -492,6 +514,20 @@ async fn connection(
             && resend_draw < shared.resend_share)
             .then(|| last_order.clone())
             .flatten();
+        // Or return one item of it (once: the order is then forgotten).
+        let refund_of = (!is_read
+            && redeem_for.is_none()
+            && resend.is_none()
+            && shared.batch_size == 0
+            && (1.0 - resend_draw) < shared.refund_share)
+            .then(|| last_order.take())
+            .flatten();
+        if let Some((m, _, _)) = &refund_of {
+            // Its points are partly taken back: no redemption counts on them.
+            if buyers.back() == Some(m) {
+                buyers.pop_back();
+            }
+        }
         let started = due.unwrap_or_else(Instant::now);
         let ok = if is_read {
             match (&mut http, &*driver) {
@@ -511,16 +547,10 @@ async fn connection(
             let idem = shared.idem_key(format!("r{conn_no}-{seq}"));
             match (&mut http, &*driver) {
                 (Some(h), _) => {
-                    let body = serde_json::to_vec(&json!({ "reward_id": shared.reward }))?;
-                    h.call(
-                        "POST",
-                        &format!("/api/v1/members/{m}/redemptions"),
-                        &shared.key,
-                        idem.as_deref(),
-                        Some(&body),
-                    )
-                    .await?
-                        == 201
+                    let path = format!("/api/v1/members/{m}/redemptions");
+                    let body = json!({ "reward_id": shared.reward });
+                    h.post_created(&path, &shared.key, idem.as_deref(), &body)
+                        .await?
                 }
                 (None, Driver::InProcess(app)) => {
                     let input = fidelis_app::rewards::RedemptionInput {
@@ -529,6 +559,33 @@ async fn connection(
                     app.redeem_reward(&who, m, input, in_process_key(idem))
                         .await
                         .is_ok()
+                }
+                _ => false,
+            }
+        } else if let Some((_, order, seq)) = &refund_of {
+            let input = fidelis_core::event::RefundInput {
+                order_id: order.clone(),
+                refund_id: None,
+                amount: None,
+                lines: Some(vec![fidelis_core::event::RefundLineInput {
+                    sku: purchase_body("", order, *seq).lines[0].sku.clone(),
+                    quantity: 1,
+                }]),
+                occurred_at: None,
+            };
+            let idem = shared.idem_key(format!("{order}-refund"));
+            match (&mut http, &*driver) {
+                (Some(h), _) => {
+                    h.post_created(
+                        "/api/v1/events/refund",
+                        &shared.key,
+                        idem.as_deref(),
+                        &input,
+                    )
+                    .await?
+                }
+                (None, Driver::InProcess(app)) => {
+                    app.refund(&who, input, in_process_key(idem)).await.is_ok()
                 }
                 _ => false,
             }
@@ -590,6 +647,8 @@ async fn connection(
             &mut reads
         } else if resend.is_some() {
             &mut resends
+        } else if refund_of.is_some() {
+            &mut refunds
         } else if redeem_for.is_some() {
             &mut redemptions
         } else {
@@ -601,7 +660,7 @@ async fn connection(
             s.failed += 1;
         }
     }
-    Ok([purchases, reads, redemptions, resends])
+    Ok([purchases, reads, redemptions, resends, refunds])
 }
 
 /// Posts one purchase over HTTP or in-process; answers the HTTP status (in-process: 201
@@ -939,6 +998,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         redeem_share: o.redeem_share,
         reward,
         resend_share: o.resend_share,
+        refund_share: o.refund_share,
         idempotency_keys: o.idempotency_keys,
         pace_us: per_conn_pace,
         connections: o.connections.max(1),
@@ -954,12 +1014,23 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     for i in 0..o.connections {
         set.spawn(connection(driver.clone(), shared.clone(), i));
     }
-    let [mut purchases, mut reads, mut redemptions, mut resends] =
-        [(); 4].map(|()| Samples::default());
+    let [
+        mut purchases,
+        mut reads,
+        mut redemptions,
+        mut resends,
+        mut refunds,
+    ] = [(); 5].map(|()| Samples::default());
     while let Some(r) = set.join_next().await {
-        for (all, one) in [&mut purchases, &mut reads, &mut redemptions, &mut resends]
-            .into_iter()
-            .zip(r??)
+        for (all, one) in [
+            &mut purchases,
+            &mut reads,
+            &mut redemptions,
+            &mut resends,
+            &mut refunds,
+        ]
+        .into_iter()
+        .zip(r??)
         {
             all.ok.extend(one.ok);
             all.failed += one.failed;
@@ -1003,6 +1074,9 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         ];
         if o.resend_share > 0.0 {
             ops.push(("resend", &mut resends));
+        }
+        if o.refund_share > 0.0 {
+            ops.push(("refund", &mut refunds));
         }
         ops
     };
@@ -1099,8 +1173,12 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             );
         }
     }
-    let operations = (purchases.ok.len() + reads.ok.len() + redemptions.ok.len() + resends.ok.len())
-        .max(1) as f64;
+    let operations = (purchases.ok.len()
+        + reads.ok.len()
+        + redemptions.ok.len()
+        + resends.ok.len()
+        + refunds.ok.len())
+    .max(1) as f64;
     let micros_per_op = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / operations;
     let (all, busy, steal) = cpu.machine;
     let share = |t: u64| 100.0 * t as f64 / all.max(1) as f64;
@@ -1137,6 +1215,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "history": o.history,
         "expiry_months": o.expiry_months,
         "resend_share": o.resend_share,
+        "refund_share": o.refund_share,
         "members": shared.members.len(),
         "connections": o.connections,
         "seconds": secs,

@@ -113,6 +113,11 @@ enum Command {
         /// (0 to 1; not with --batch-size).
         #[arg(long, default_value_t = 0.0)]
         resend_share: f64,
+        /// Share of purchases that are instead the return of one item of the connection's
+        /// previous order (a refund by line, clawing its points back), counted as `refund`
+        /// (0 to 1; not with --batch-size).
+        #[arg(long, default_value_t = 0.0)]
+        refund_share: f64,
         /// Every purchase and redemption sends an `Idempotency-Key` (not with --batch-size or
         /// --ceiling).
         #[arg(long)]
@@ -316,6 +321,7 @@ async fn main() -> anyhow::Result<()> {
             redeem_share,
             reward_points,
             resend_share,
+            refund_share,
             idempotency_keys,
             capped_rule,
             tiers,
@@ -329,6 +335,14 @@ async fn main() -> anyhow::Result<()> {
         } => {
             if !(0.0..=1.0).contains(&resend_share) {
                 bail!("--resend-share must be between 0 and 1");
+            }
+            if !(0.0..=1.0).contains(&refund_share) {
+                bail!("--refund-share must be between 0 and 1");
+            }
+            if refund_share > 0.0 && (batch_size > 0 || ceiling) {
+                bail!(
+                    "--refund-share refunds single purchases; it cannot go with --batch-size or --ceiling"
+                );
             }
             if idempotency_keys && (batch_size > 0 || ceiling) {
                 bail!(
@@ -373,6 +387,7 @@ async fn main() -> anyhow::Result<()> {
                 redeem_share,
                 reward_points,
                 resend_share,
+                refund_share,
                 idempotency_keys,
                 capped_rule,
                 tiers,

@@ -90,10 +90,14 @@ fn check(report: &Value, mode: &str) {
         "{report}"
     );
     let ok = |name| operation(report, name)["ok"].as_u64().unwrap_or(0);
+    let refunds = report["operations"]
+        .as_array()
+        .and_then(|ops| ops.iter().find(|o| o["operation"] == "refund"))
+        .map_or(0, |o| o["ok"].as_u64().unwrap_or(0));
     assert_eq!(
         report["write_path"]["writes"].as_f64().map(|w| w as u64),
-        Some(ok("purchase") + ok("redemption")),
-        "one write per purchase and per redemption: {report}"
+        Some(ok("purchase") + ok("redemption") + refunds),
+        "one write per purchase, redemption and refund: {report}"
     );
     assert!(
         ok("redemption") <= ok("purchase"),
@@ -245,6 +249,14 @@ fn keyed_requests_are_recorded_once_with_their_keys() {
         &["--idempotency-keys", "--ceiling"],
         "--idempotency-keys keys single requests",
     );
+    refused(
+        &["--refund-share", "0.1", "--batch-size", "10"],
+        "--refund-share refunds single purchases",
+    );
+    refused(
+        &["--refund-share", "1.5"],
+        "--refund-share must be between 0 and 1",
+    );
 }
 
 #[test]
@@ -296,4 +308,20 @@ fn points_expiring_after_earning_are_listed_from_the_member_row_and_verify() {
     // lots after purchases and redemptions.
     check(&report, "inprocess");
     assert_eq!(report["expiry_months"], 36, "{report}");
+}
+
+#[test]
+fn returned_items_are_refunded_by_line_without_failures() {
+    for mode in ["inprocess", "http"] {
+        let mut args = vec!["--refund-share", "0.2", "--redeem-share", "0.2"];
+        if mode == "inprocess" {
+            args.push("--inprocess");
+        }
+        let report = bench(&args);
+        check(&report, mode);
+        let refund = operation(&report, "refund");
+        assert!(refund["ok"].as_u64().unwrap_or(0) > 0, "{report}");
+        assert_eq!(refund["failed"], 0, "{report}");
+        assert_eq!(report["refund_share"], 0.2, "{report}");
+    }
 }

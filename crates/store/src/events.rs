@@ -291,7 +291,7 @@ pub(crate) fn refund(
             ledger::advance_open_lots(c, tenant, &member)?;
         }
         if !plan.from_available.is_empty() {
-            ledger::relist_expiring(c, tenant, &member)?;
+            ledger::relist_expiring_after(c, tenant, &member, &lots, &plan.from_available)?;
         }
     }
     c.execute(

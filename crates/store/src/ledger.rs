@@ -184,6 +184,29 @@ pub(crate) fn relist_expiring(c: &mut dyn Conn, tenant: &str, member: &str) -> R
     keep_expiring(c, tenant, member, &list)
 }
 
+/// Lists the member's soonest expiry dates again from the open lots in hand (every one of the
+/// member's, as [`open_lots`] read them) less what `takes` took from available ones.
+pub(crate) fn relist_expiring_after(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    open: &[LotRow],
+    takes: &[(i64, i64)],
+) -> Result<()> {
+    let left = open
+        .iter()
+        .filter(|l| l.state == "available")
+        .filter_map(|l| {
+            let taken: i64 = takes
+                .iter()
+                .filter(|(id, _)| *id == l.id)
+                .map(|(_, n)| n)
+                .sum();
+            l.expires_at.map(|at| (at, l.remaining - taken))
+        });
+    keep_expiring(c, tenant, member, &SoonestExpiring::from_pairs(left))
+}
+
 fn keep_expiring(
     c: &mut dyn Conn,
     tenant: &str,
@@ -451,19 +474,7 @@ pub(crate) fn debit_available(
     if empties_a_lot(&open, &takes) {
         advance_open_lots(c, t.tenant, t.member)?;
     }
-    // The soonest expiry dates again, from the lots in hand less what was taken.
-    let left = open
-        .iter()
-        .filter(|l| l.state == "available")
-        .filter_map(|l| {
-            let taken: i64 = takes
-                .iter()
-                .filter(|(id, _)| *id == l.id)
-                .map(|(_, n)| n)
-                .sum();
-            l.expires_at.map(|at| (at, l.remaining - taken))
-        });
-    keep_expiring(c, t.tenant, t.member, &SoonestExpiring::from_pairs(left))?;
+    relist_expiring_after(c, t.tenant, t.member, &open, &takes)?;
     entries.push(entry(counter, None, points));
     write_entries(c, t, txn_id, &entries)
 }
