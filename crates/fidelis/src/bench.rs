@@ -427,6 +427,10 @@ impl Http {
     }
 }
 
+/// One connection's samples, or all of them: purchases, balance reads, redemptions, resends
+/// and refunds, in that order.
+type Tally = [Samples; 5];
+
 struct Shared {
     members: Vec<String>,
     key: String,
@@ -454,14 +458,9 @@ async fn connection(
     driver: Arc<Driver>,
     shared: Arc<Shared>,
     conn_no: usize,
-) -> anyhow::Result<[Samples; 5]> {
-    let [
-        mut purchases,
-        mut reads,
-        mut redemptions,
-        mut resends,
-        mut refunds,
-    ] = [(); 5].map(|()| Samples::default());
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    let [purchases, reads, redemptions, resends, refunds] = &mut tally;
     // The order this connection sent last (member, order id, sequence), for resends.
     let mut last_order: Option<(String, String, u64)> = None;
     // Members this connection bought for and has not redeemed for since, oldest first: one
@@ -644,15 +643,15 @@ async fn connection(
         };
         let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
         let s = if is_read {
-            &mut reads
+            &mut *reads
         } else if resend.is_some() {
-            &mut resends
+            &mut *resends
         } else if refund_of.is_some() {
-            &mut refunds
+            &mut *refunds
         } else if redeem_for.is_some() {
-            &mut redemptions
+            &mut *redemptions
         } else {
-            &mut purchases
+            &mut *purchases
         };
         if ok {
             s.ok.push(us);
@@ -660,7 +659,7 @@ async fn connection(
             s.failed += 1;
         }
     }
-    Ok([purchases, reads, redemptions, resends, refunds])
+    Ok(tally)
 }
 
 /// Posts one purchase over HTTP or in-process; answers the HTTP status (in-process: 201
@@ -1014,29 +1013,15 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     for i in 0..o.connections {
         set.spawn(connection(driver.clone(), shared.clone(), i));
     }
-    let [
-        mut purchases,
-        mut reads,
-        mut redemptions,
-        mut resends,
-        mut refunds,
-    ] = [(); 5].map(|()| Samples::default());
+    let mut tally = Tally::default();
     while let Some(r) = set.join_next().await {
-        for (all, one) in [
-            &mut purchases,
-            &mut reads,
-            &mut redemptions,
-            &mut resends,
-            &mut refunds,
-        ]
-        .into_iter()
-        .zip(r??)
-        {
+        for (all, one) in tally.iter_mut().zip(r??) {
             all.ok.extend(one.ok);
             all.failed += one.failed;
             all.events += one.events;
         }
     }
+    let [purchases, reads, redemptions, resends, refunds] = &mut tally;
     let secs = started.elapsed().as_secs_f64();
     let cpu = CpuUse::now(server_pid, on_postgres).since(cpu_start);
     let server_rss = child.as_ref().and_then(|c| c.0.id()).and_then(rss_mb);
@@ -1065,18 +1050,18 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "purchase"
     };
     let ops = if o.ceiling {
-        vec![("healthz", &mut reads)]
+        vec![("healthz", &mut *reads)]
     } else {
         let mut ops = vec![
-            (purchase_name, &mut purchases),
-            ("balance", &mut reads),
-            ("redemption", &mut redemptions),
+            (purchase_name, &mut *purchases),
+            ("balance", &mut *reads),
+            ("redemption", &mut *redemptions),
         ];
         if o.resend_share > 0.0 {
-            ops.push(("resend", &mut resends));
+            ops.push(("resend", &mut *resends));
         }
         if o.refund_share > 0.0 {
-            ops.push(("refund", &mut refunds));
+            ops.push(("refund", &mut *refunds));
         }
         ops
     };
