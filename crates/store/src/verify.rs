@@ -5,7 +5,7 @@ use crate::conn::Conn;
 use crate::error::Result;
 use fidelis_core::ledger::SoonestExpiring;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Problems listed in a report at most (the counts are always complete).
 const SAMPLES: i64 = 20;
@@ -128,44 +128,60 @@ pub(crate) fn verify(c: &mut dyn Conn, tenant: &str) -> Result<VerifyReport> {
     Ok(report)
 }
 
-/// The soonest expiry dates each member row keeps (`ledger::BalanceRow`), against the lots.
+/// Members compared at once by [`expiring_mismatches`].
+const EXPIRING_PAGE: i64 = 500;
+
+/// The soonest expiry dates each member row keeps (`ledger::BalanceRow`), against the lots:
+/// members a page at a time (in id order, per tenant), their lots found through their
+/// transactions (not from the open-lots mark, which is checked above), so the check holds one
+/// page in memory however large the tenant.
 fn expiring_mismatches(c: &mut dyn Conn, tenant: &str) -> Result<Vec<String>> {
-    type Key = (String, String);
-    let mut from_lots: BTreeMap<Key, SoonestExpiring> = BTreeMap::new();
-    for r in c.query(
-        "SELECT tenant_id, member_id, expires_at, CAST(SUM(remaining) AS BIGINT) FROM lots
-         WHERE ($1 = '' OR tenant_id = $1) AND remaining > 0 AND state = 'available' AND expires_at IS NOT NULL
-         GROUP BY tenant_id, member_id, expires_at",
-        &[tenant.into()],
-    )? {
-        from_lots
-            .entry((r.text(0), r.text(1)))
-            .or_default()
-            .add(r.int(2), r.int(3));
+    let tenants: Vec<String> = c
+        .query(
+            "SELECT id FROM tenants WHERE ($1 = '' OR id = $1) ORDER BY id",
+            &[tenant.into()],
+        )?
+        .iter()
+        .map(|r| r.text(0))
+        .collect();
+    let mut found = Vec::new();
+    for t in &tenants {
+        let mut after = String::new();
+        loop {
+            let page = c.query(
+                "SELECT id, expiring FROM members WHERE tenant_id = $1 AND id > $2 AND (open_lots_from IS NOT NULL OR expiring <> '[]') ORDER BY id LIMIT $3",
+                &[t.as_str().into(), after.as_str().into(), EXPIRING_PAGE.into()],
+            )?;
+            let Some(last) = page.last() else { break };
+            after = last.text(0);
+            let ids: Vec<String> = page.iter().map(|r| r.text(0)).collect();
+            let keys: Vec<Option<&str>> = ids.iter().map(|id| Some(id.as_str())).collect();
+            let (condition, params) = crate::together::one_of(c, t, "t.member_id", &keys);
+            let mut from_lots: BTreeMap<String, SoonestExpiring> = BTreeMap::new();
+            for r in c.query(
+                &format!(
+                    "SELECT t.member_id, l.expires_at, CAST(SUM(l.remaining) AS BIGINT) FROM txns t JOIN lots l ON l.txn_id = t.id
+                     WHERE t.tenant_id = $1 AND {condition} AND l.member_id = t.member_id AND l.remaining > 0
+                       AND l.state = 'available' AND l.expires_at IS NOT NULL
+                     GROUP BY t.member_id, l.expires_at"
+                ),
+                &params,
+            )? {
+                from_lots.entry(r.text(0)).or_default().add(r.int(1), r.int(2));
+            }
+            for r in &page {
+                let (id, row) = (r.text(0), r.text(1));
+                let lots = from_lots.remove(&id).unwrap_or_default();
+                if SoonestExpiring::parse(&row).as_ref() != Some(&lots)
+                    && found.len() < SAMPLES as usize
+                {
+                    found.push(format!(
+                        "{t}/{id}: row lists expiry dates {row}, lots say {}",
+                        lots.to_text()
+                    ));
+                }
+            }
+        }
     }
-    let mut kept: BTreeMap<Key, String> = BTreeMap::new();
-    for r in c.query(
-        "SELECT tenant_id, id, expiring FROM members WHERE ($1 = '' OR tenant_id = $1) AND expiring <> '[]'",
-        &[tenant.into()],
-    )? {
-        kept.insert((r.text(0), r.text(1)), r.text(2));
-    }
-    let keys: BTreeSet<&Key> = from_lots.keys().chain(kept.keys()).collect();
-    let none = SoonestExpiring::default();
-    Ok(keys
-        .into_iter()
-        .filter_map(|k| {
-            let lots = from_lots.get(k).unwrap_or(&none);
-            let row = kept.get(k).map_or("[]", String::as_str);
-            (SoonestExpiring::parse(row).as_ref() != Some(lots)).then(|| {
-                format!(
-                    "{}/{}: row lists expiry dates {row}, lots say {}",
-                    k.0,
-                    k.1,
-                    lots.to_text()
-                )
-            })
-        })
-        .take(SAMPLES as usize)
-        .collect())
+    Ok(found)
 }
