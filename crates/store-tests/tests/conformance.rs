@@ -357,6 +357,11 @@ async fn a_refund_takes_pending_then_available_then_follows_the_refund_policy(db
             expect_available,
             "{policy:?}"
         );
+        assert_eq!(
+            (r.balance.available, r.balance.pending),
+            balance(&store, &s, &m).await,
+            "the refund answers the balance it left: {policy:?}"
+        );
         if policy == RefundPolicy::AllowNegative {
             // The next earning repays the debt first.
             let next = buy(&store, &s, &m, "o-next", "25.00", t0()).await;

@@ -258,6 +258,8 @@ pub(crate) fn refund(
         .collect();
     let plan = plan_clawback(claw, &own, &other, &available, settings.refund_policy);
     let taken = plan.pending_total() + plan.available_total();
+    // What the clawback moves on the member's balances, written with the counters below.
+    let (mut d_avail, mut d_pending) = (0, 0);
     if taken > 0 {
         let reason = format!("refund of order {}", r.order_id);
         let t = Txn {
@@ -284,7 +286,7 @@ pub(crate) fn refund(
             entries.push(entry(Account::Available, None, -plan.into_debt));
         }
         entries.push(entry(Account::Issued, None, taken));
-        ledger::write_entries(c, &t, txn_id, &entries)?;
+        (d_avail, d_pending) = ledger::insert_entries(c, &t, txn_id, &entries)?;
         if ledger::empties_a_lot(&lots, &plan.from_pending)
             || ledger::empties_a_lot(&lots, &plan.from_available)
         {
@@ -298,13 +300,18 @@ pub(crate) fn refund(
         "UPDATE orders SET refunded_minor = refunded_minor + $3, clawed_back = $4, refunded_lines = $5 WHERE tenant_id = $1 AND order_id = $2",
         &[tenant.into(), (&r.order_id).into(), amount.into(), target.into(), to_json(&refunded_lines)?.as_str().into()],
     )?;
-    // The counters and the member's activity in one update (one round trip on PostgreSQL).
+    // Balances, counters and the member's activity in one update (one round trip on
+    // PostgreSQL). The member's row is locked, so the balances after are those before plus
+    // what moved (the member-value step after moves no points).
     c.execute(
-        "UPDATE members SET lifetime_earned = lifetime_earned - $3, lifetime_spend_minor = lifetime_spend_minor - $4, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $5 THEN $5 ELSE last_activity_at END, updated_at = $6 WHERE tenant_id = $1 AND id = $2",
-        &[tenant.into(), member.as_str().into(), taken.into(), amount.into(), occurred.into(), now.into()],
+        "UPDATE members SET available = available + $7, pending = pending + $8, lifetime_earned = lifetime_earned - $3, lifetime_spend_minor = lifetime_spend_minor - $4, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $5 THEN $5 ELSE last_activity_at END, updated_at = $6 WHERE tenant_id = $1 AND id = $2",
+        &[tenant.into(), member.as_str().into(), taken.into(), amount.into(), occurred.into(), now.into(), d_avail.into(), d_pending.into()],
     )?;
     crate::member_value::after_refund(c, tenant, &member, &r.order_id, settings, now)?;
-    let after = lock_member(c, tenant, &member)?.unwrap_or(state);
+    let after = ledger::MemberState {
+        available: state.available + d_avail,
+        pending: state.pending + d_pending,
+    };
     let outcome = RefundOutcome {
         event_id,
         member_id: member,
