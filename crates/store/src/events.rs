@@ -33,8 +33,12 @@ pub(crate) fn purchase(
     // The member's row is locked first (and its balances read), then the order id looked up:
     // a concurrent resend waits on the member, then finds the order. The order's row is
     // written once, at the end, with its answer.
-    let (member, state, enrolled) =
-        crate::members::resolve_locked(c, tenant, &p.member, settings.auto_enroll, now)?;
+    let crate::members::Locked {
+        id: member,
+        state,
+        expiring: stored_expiring,
+        enrolled,
+    } = crate::members::resolve_locked(c, tenant, &p.member, settings.auto_enroll, now)?;
     let recorded = c.query_one(
         "SELECT result, member_id, total_minor FROM orders WHERE tenant_id = $1 AND order_id = $2",
         &[tenant.into(), (&p.order_id).into()],
@@ -112,7 +116,7 @@ pub(crate) fn purchase(
         };
         let lot_id = ledger::insert_lot_row(c, &t, txn_id, &lot)?;
         open_txn = (keep > 0).then_some(txn_id);
-        expiring = ledger::expiring_with(c, tenant, &member, &lot)?;
+        expiring = ledger::expiring_plus(&stored_expiring, lot.expires_at, keep, pending)?;
         let account = if pending {
             Account::Pending
         } else {

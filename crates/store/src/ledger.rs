@@ -138,20 +138,37 @@ pub(crate) fn expiring_with(
     member: &str,
     lot: &NewLot<'_>,
 ) -> Result<Option<String>> {
-    let Some(at) = lot
-        .expires_at
-        .filter(|_| lot_state(lot.remaining, lot.pending) == "available")
-    else {
+    if lot_expiring(lot.expires_at, lot.remaining, lot.pending).is_none() {
         return Ok(None);
-    };
+    }
     let row = c
         .query_one(
             "SELECT expiring FROM members WHERE tenant_id = $1 AND id = $2",
             &[tenant.into(), member.into()],
         )?
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
-    let mut list = stored_expiring(&row.text(0))?;
-    list.add(at, lot.remaining);
+    expiring_plus(&row.text(0), lot.expires_at, lot.remaining, lot.pending)
+}
+
+/// When a new lot joins the soonest expiry dates: its date, if it is available points that
+/// expire.
+fn lot_expiring(expires_at: Option<i64>, remaining: i64, pending: bool) -> Option<i64> {
+    expires_at.filter(|_| lot_state(remaining, pending) == "available")
+}
+
+/// The stored list `stored` with a new lot added, in stored form; `None` (the row's list
+/// stays) when the lot does not join it.
+pub(crate) fn expiring_plus(
+    stored: &str,
+    expires_at: Option<i64>,
+    remaining: i64,
+    pending: bool,
+) -> Result<Option<String>> {
+    let Some(at) = lot_expiring(expires_at, remaining, pending) else {
+        return Ok(None);
+    };
+    let mut list = stored_expiring(stored)?;
+    list.add(at, remaining);
     Ok(Some(list.to_text()))
 }
 

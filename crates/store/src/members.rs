@@ -296,31 +296,51 @@ fn facts_of(r: &Row) -> Result<fidelis_core::earn::MemberFacts> {
     })
 }
 
-/// Like [`resolve`], and locks the member's row, returning its balances as well.
+/// A member found (or enrolled) and locked for a purchase.
+pub(crate) struct Locked {
+    pub id: String,
+    pub state: crate::ledger::MemberState,
+    /// The member's soonest expiry dates, as stored (`ledger::expiring_plus`).
+    pub expiring: String,
+    pub enrolled: bool,
+}
+
+/// Like [`resolve`], and locks the member's row, returning its balances and soonest expiry
+/// dates as well.
 pub(crate) fn resolve_locked(
     c: &mut dyn Conn,
     tenant: &str,
     key: &MemberKey,
     auto_enroll: bool,
     now: i64,
-) -> Result<(String, crate::ledger::MemberState, bool)> {
+) -> Result<Locked> {
+    let lock = |c: &mut dyn Conn, column: &str, value: &str| {
+        let sql = format!(
+            "SELECT id, available, pending, expiring FROM members WHERE tenant_id = $1 AND {column} = $2{}",
+            c.dialect().for_update()
+        );
+        Ok::<_, StoreError>(
+            c.query_one(&sql, &[tenant.into(), value.into()])?
+                .map(|r| Locked {
+                    id: r.text(0),
+                    state: crate::ledger::MemberState {
+                        available: r.int(1),
+                        pending: r.int(2),
+                    },
+                    expiring: r.text(3),
+                    enrolled: false,
+                }),
+        )
+    };
     let (column, value) = match key {
         MemberKey::Id(id) => ("id", id),
         MemberKey::ExternalId(e) => ("external_id", e),
     };
-    let sql = format!(
-        "SELECT id, available, pending FROM members WHERE tenant_id = $1 AND {column} = $2{}",
-        c.dialect().for_update()
-    );
-    if let Some(r) = c.query_one(&sql, &[tenant.into(), value.into()])? {
-        let state = crate::ledger::MemberState {
-            available: r.int(1),
-            pending: r.int(2),
-        };
-        return Ok((r.text(0), state, false));
+    if let Some(found) = lock(c, column, value)? {
+        return Ok(found);
     }
     let (id, enrolled) = resolve(c, tenant, key, auto_enroll, now)?;
-    let state = crate::ledger::lock_member(c, tenant, &id)?
-        .ok_or_else(|| StoreError::NotFound(format!("member `{id}`")))?;
-    Ok((id, state, enrolled))
+    let found =
+        lock(c, "id", &id)?.ok_or_else(|| StoreError::NotFound(format!("member `{id}`")))?;
+    Ok(Locked { enrolled, ..found })
 }

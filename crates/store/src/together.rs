@@ -372,13 +372,10 @@ fn write_chunk(
         };
         let expires_at = expiry_for(&j.settings, occurred);
         // One purchase per member in a chunk: the row's list is this purchase's to add to.
-        let expiring = match expires_at {
-            Some(at) if points > 0 && !pending && keep > 0 => {
-                let mut list = crate::ledger::stored_expiring(expiring)?;
-                list.add(at, keep);
-                Some(list.to_text())
-            }
-            _ => None,
+        let expiring = if points > 0 {
+            crate::ledger::expiring_plus(expiring, expires_at, keep, pending)?
+        } else {
+            None
         };
         plans.push(Some(Plan {
             job: j,
