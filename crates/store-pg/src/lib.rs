@@ -1,20 +1,30 @@
-//! PostgreSQL behind Fidelis's store, through the synchronous `postgres` client: every
-//! store thread owns one connection, so no pool is needed, and statements are prepared once
-//! per connection. `synchronous_commit` stays on: PostgreSQL already shares WAL flushes
-//! between concurrent committers.
+//! PostgreSQL behind Fidelis's store. Every store thread owns one connection, so no pool is
+//! needed, and statements are prepared once per connection. `synchronous_commit` stays on:
+//! PostgreSQL already shares WAL flushes between concurrent committers.
+//!
+//! The connection is tokio-postgres driven by a current-thread runtime of its own, blocking
+//! the store's thread while it waits (what the blocking `postgres` client does), so that a
+//! statement whose answer the store does not need ([`Conn::defer`]) can be held and sent with
+//! the next one: tokio-postgres writes a request when its future is first polled, so the held
+//! statements and the next one leave in one write and their answers come back in order — one
+//! round trip instead of several (a refund's writes, a redemption's).
 //!
 //! A URL may carry `schema=NAME` (Fidelis's own parameter): the store then works in that
 //! schema, created if missing. Tests use it to give every test its own database.
 
 use fidelis_store::conn::WriteCount;
 use fidelis_store::{Backend, Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
-use postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
-use postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
 use std::error::Error;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
+use tokio::runtime::Runtime;
+use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, NoTls, Statement};
 
 pub struct Postgres {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     schema: Option<String>,
 }
 
@@ -46,14 +56,14 @@ impl Postgres {
         } else {
             format!("{base}?{}", rest.join("&"))
         };
-        let config: postgres::Config = url
+        let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
         Ok(Postgres { config, schema })
     }
 }
 
-fn db_err(e: postgres::Error) -> DbError {
+fn db_err(e: tokio_postgres::Error) -> DbError {
     let kind = match e.code().map(|c| c.code()) {
         Some("23505") => DbErrorKind::Unique,
         Some("40001" | "40P01" | "55P03") => DbErrorKind::Retry,
@@ -81,29 +91,43 @@ impl Backend for Postgres {
     }
 
     fn connect(&self, _read_only: bool) -> Result<Box<dyn Conn>, DbError> {
-        let mut client = self.config.connect(NoTls).map_err(db_err)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DbError {
+                kind: DbErrorKind::Connection,
+                message: format!("cannot start the connection's runtime: {e}"),
+            })?;
+        let (client, connection) = rt.block_on(self.config.connect(NoTls)).map_err(db_err)?;
+        // Runs whenever the thread blocks on the runtime, which is whenever it waits for the
+        // server; it ends when the client is dropped or the server goes away.
+        rt.spawn(connection);
+        let mut conn = PgConn {
+            rt,
+            client,
+            statements: HashMap::new(),
+            replan: Replan::default(),
+            written: WriteCount::default(),
+            held: Vec::new(),
+        };
         if let Some(schema) = &self.schema {
             // The name was checked to be [a-z0-9_]+, so quoting it is enough.
-            client
-                .batch_execute(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\""
-                ))
+            let create = format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\""
+            );
+            let set = format!("SET search_path TO \"{schema}\"");
+            conn.simple(&create)
                 .or_else(|e| {
                     // Two connections creating the schema at once: one loses the race; set the path.
                     if e.code().map(|c| c.code()) == Some("23505") {
-                        client.batch_execute(&format!("SET search_path TO \"{schema}\""))
+                        conn.simple(&set)
                     } else {
                         Err(e)
                     }
                 })
                 .map_err(db_err)?;
         }
-        Ok(Box::new(PgConn {
-            client,
-            statements: HashMap::new(),
-            replan: Replan::default(),
-            written: WriteCount::default(),
-        }))
+        Ok(Box::new(conn))
     }
 }
 
@@ -119,11 +143,20 @@ const FIRST_REPLAN: u64 = 1_000;
 const LAST_REPLAN: u64 = 4_096_000;
 
 struct PgConn {
+    rt: Runtime,
     client: Client,
     statements: HashMap<String, Statement>,
     replan: Replan,
     /// Statements that may have written (`Conn::may_have_written`).
     written: WriteCount,
+    /// Statements [`Conn::defer`] holds until the next one is sent.
+    held: Vec<Held>,
+}
+
+/// A statement held to be sent with the next, with its own copy of its parameters.
+struct Held {
+    statement: Statement,
+    params: Vec<Owned>,
 }
 
 /// When a connection's prepared statements are next dropped (see [`FIRST_REPLAN`]).
@@ -162,20 +195,32 @@ impl PgConn {
         let stmt = self.statement(sql)?;
         let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        self.client.execute(&stmt, &refs).map_err(db_err)
+        let held = std::mem::take(&mut self.held);
+        pipelined(
+            &self.rt,
+            &held,
+            &self.client,
+            self.client.execute(&stmt, &refs),
+        )
     }
 
     fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql)?;
         let ps: Vec<P<'_>> = params.iter().map(|p| P(*p)).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        Ok(self
-            .client
-            .query(&stmt, &refs)
-            .map_err(db_err)?
-            .iter()
-            .map(values)
-            .collect())
+        let held = std::mem::take(&mut self.held);
+        let rows = pipelined(
+            &self.rt,
+            &held,
+            &self.client,
+            self.client.query(&stmt, &refs),
+        )?;
+        Ok(rows.iter().map(values).collect())
+    }
+
+    /// Statements without parameters, by the simple protocol (several may share the text).
+    fn simple(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.rt.block_on(self.client.batch_execute(sql))
     }
 
     fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
@@ -185,9 +230,64 @@ impl PgConn {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(sql).map_err(db_err)?;
+        // Preparing is a round trip of its own: what is held goes first, so a held
+        // statement's error is the one reported (the transaction is aborted after it).
+        self.flush()?;
+        let s = self.rt.block_on(self.client.prepare(sql)).map_err(db_err)?;
         self.statements.insert(sql.to_string(), s.clone());
         Ok(s)
+    }
+}
+
+/// Sends the `held` statements, then `next`, in one write, and waits for all their answers:
+/// `next`'s, or the first held statement's error (PostgreSQL then refuses the rest of the
+/// transaction, so `next`'s own error would only say that).
+fn pipelined<T>(
+    rt: &Runtime,
+    held: &[Held],
+    client: &Client,
+    next: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, DbError> {
+    let refs: Vec<Vec<&(dyn ToSql + Sync)>> = held
+        .iter()
+        .map(|h| h.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
+        .collect();
+    type Sent<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + 'a>>;
+    let mut sent: Vec<Option<Sent<'_>>> = held
+        .iter()
+        .zip(&refs)
+        .map(|(h, r)| Some(Box::pin(client.execute(&h.statement, r)) as Sent<'_>))
+        .collect();
+    let mut next = pin!(next);
+    let mut first_error = None;
+    let mut answer = None;
+    let answer = rt.block_on(poll_fn(|cx| {
+        // In order: each request is written when its future is first polled.
+        for slot in sent.iter_mut() {
+            if let Some(f) = slot
+                && let Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                *slot = None;
+                if let Err(e) = r {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if answer.is_none()
+            && let Poll::Ready(r) = next.as_mut().poll(cx)
+        {
+            answer = Some(r);
+        }
+        if sent.iter().all(Option::is_none)
+            && let Some(r) = answer.take()
+        {
+            return Poll::Ready(r);
+        }
+        Poll::Pending
+    }));
+    match first_error {
+        Some(e) => Err(db_err(e)),
+        None => answer.map_err(db_err),
     }
 }
 
@@ -198,24 +298,76 @@ impl ToSql for P<'_> {
     fn to_sql(
         &self,
         ty: &Type,
-        out: &mut postgres::types::private::BytesMut,
+        out: &mut tokio_postgres::types::private::BytesMut,
     ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        match self.0 {
-            Param::Null => Ok(IsNull::Yes),
-            Param::Int(v) if *ty == Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
-            Param::Int(v) if *ty == Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
-            Param::Int(v) if *ty == Type::TEXT || *ty == Type::VARCHAR => {
-                v.to_string().to_sql(ty, out)
+        encode(self.0, ty, out)
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+fn encode(
+    p: Param<'_>,
+    ty: &Type,
+    out: &mut tokio_postgres::types::private::BytesMut,
+) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    match p {
+        Param::Null => Ok(IsNull::Yes),
+        Param::Int(v) if *ty == Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+        Param::Int(v) if *ty == Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
+        Param::Int(v) if *ty == Type::TEXT || *ty == Type::VARCHAR => v.to_string().to_sql(ty, out),
+        Param::Int(v) => v.to_sql(ty, out),
+        Param::Text(t) => t.to_sql(ty, out),
+        // An array where the statement wants something else is a mistake in our SQL; the
+        // array encoder would panic on it, so it is refused here.
+        Param::Ints(_) | Param::Texts(_) if !matches!(ty.kind(), Kind::Array(_)) => {
+            Err(format!("an array parameter given where {ty} is expected").into())
+        }
+        Param::Ints(v) => v.to_sql(ty, out),
+        Param::Texts(v) => v.to_sql(ty, out),
+    }
+}
+
+/// A parameter of a held statement: its own copy, as the caller's borrow ends before it is
+/// sent.
+#[derive(Debug)]
+enum Owned {
+    Null,
+    Int(i64),
+    Text(String),
+    Ints(Vec<Option<i64>>),
+    Texts(Vec<Option<String>>),
+}
+
+impl Owned {
+    fn of(p: &Param<'_>) -> Owned {
+        match *p {
+            Param::Null => Owned::Null,
+            Param::Int(v) => Owned::Int(v),
+            Param::Text(t) => Owned::Text(t.to_string()),
+            Param::Ints(v) => Owned::Ints(v.to_vec()),
+            Param::Texts(v) => Owned::Texts(v.iter().map(|t| t.map(str::to_string)).collect()),
+        }
+    }
+}
+
+impl ToSql for Owned {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self {
+            Owned::Null => encode(Param::Null, ty, out),
+            Owned::Int(v) => encode(Param::Int(*v), ty, out),
+            Owned::Text(t) => encode(Param::Text(t), ty, out),
+            Owned::Ints(v) => encode(Param::Ints(v), ty, out),
+            Owned::Texts(v) => {
+                let texts: Vec<Option<&str>> = v.iter().map(Option::as_deref).collect();
+                encode(Param::Texts(&texts), ty, out)
             }
-            Param::Int(v) => v.to_sql(ty, out),
-            Param::Text(t) => t.to_sql(ty, out),
-            // An array where the statement wants something else is a mistake in our SQL; the
-            // array encoder would panic on it, so it is refused here.
-            Param::Ints(_) | Param::Texts(_) if !matches!(ty.kind(), Kind::Array(_)) => {
-                Err(format!("an array parameter given where {ty} is expected").into())
-            }
-            Param::Ints(v) => v.to_sql(ty, out),
-            Param::Texts(v) => v.to_sql(ty, out),
         }
     }
     fn accepts(_: &Type) -> bool {
@@ -224,7 +376,7 @@ impl ToSql for P<'_> {
     to_sql_checked!();
 }
 
-fn values(row: &postgres::Row) -> Row {
+fn values(row: &tokio_postgres::Row) -> Row {
     let mut out = Vec::with_capacity(row.len());
     for (i, col) in row.columns().iter().enumerate() {
         let t = col.type_();
@@ -270,7 +422,32 @@ impl Conn for PgConn {
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         self.written.executed(sql, None);
-        self.client.batch_execute(sql).map_err(db_err)
+        let held = std::mem::take(&mut self.held);
+        pipelined(
+            &self.rt,
+            &held,
+            &self.client,
+            self.client.batch_execute(sql),
+        )
+    }
+
+    fn defer(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), DbError> {
+        let statement = self.statement(sql)?;
+        // Counted as a write whatever it does: its outcome is not known yet.
+        self.written.executed(sql, None);
+        self.held.push(Held {
+            statement,
+            params: params.iter().map(Owned::of).collect(),
+        });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), DbError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        pipelined(&self.rt, &held, &self.client, std::future::ready(Ok(())))
     }
 
     fn may_have_written(&self) -> Option<u64> {
@@ -283,6 +460,14 @@ impl Conn for PgConn {
 
     fn is_broken(&self) -> bool {
         self.client.is_closed()
+    }
+}
+
+impl Drop for PgConn {
+    /// What is still held is sent: a caller that ends with a deferred statement outside a
+    /// transaction still gets it run. (In a transaction nothing is left: COMMIT sends it.)
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 

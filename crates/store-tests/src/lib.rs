@@ -163,6 +163,12 @@ impl Conn for BeforeSyncConn {
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         self.inner.batch(sql)
     }
+    fn defer(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), DbError> {
+        self.inner.defer(sql, params)
+    }
+    fn flush(&mut self) -> Result<(), DbError> {
+        self.inner.flush()
+    }
     fn insert_id(&mut self, sql: &str, params: &[Param<'_>]) -> Result<i64, DbError> {
         self.inner.insert_id(sql, params)
     }

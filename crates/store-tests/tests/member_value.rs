@@ -485,6 +485,100 @@ async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
     assert_ledger_ok(&store).await;
 }
 
+/// A statement a request defers (on PostgreSQL held and sent with the next one, in the same
+/// round trip) runs in order with the request's other statements, and one that fails refuses
+/// that request alone, with the statement's own error: its neighbours in the batch are kept
+/// and the batch is not sent round again.
+async fn a_deferred_statement_that_fails_refuses_its_own_request_alone(db: TestDb) {
+    let s = base_settings();
+    let store = setup(&db, &s).await;
+    let mut buyers = Vec::new();
+    for i in 0..30 {
+        buyers.push(member(&store, &format!("buyer-{i}")).await);
+    }
+    let replays = store.metrics().replays.load(Ordering::Relaxed);
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..2 {
+        for (i, b) in buyers.iter().enumerate() {
+            let (store, s, b) = (store.clone(), s.clone(), b.clone());
+            let order = format!("o-{round}-{i}");
+            tasks.spawn(async move {
+                buy(&store, &s, &b, &order, "20.00", t0()).await;
+                "bought"
+            });
+        }
+        for (k, b) in buyers.iter().enumerate().take(4) {
+            // Deferred, then read back: the read sees it.
+            let (store2, id) = (store.clone(), format!("shop-{round}-{k}"));
+            let part = b.clone();
+            tasks.spawn(async move {
+                let seen = store2
+                    .write(&part, move |c| {
+                        c.defer(
+                            "INSERT INTO tenants (id, name, created_at) VALUES ($1, 'a shop', 0)",
+                            &[id.as_str().into()],
+                        )?;
+                        let n = c
+                            .query_one(
+                                "SELECT COUNT(*) FROM tenants WHERE id = $1",
+                                &[id.as_str().into()],
+                            )?
+                            .map_or(0, |r| r.int(0));
+                        Ok(n)
+                    })
+                    .await;
+                assert_eq!(seen.expect("a deferred insert"), 1);
+                "read back"
+            });
+            // Deferred and failing, the request's last statement (sent by the writer's
+            // flush) or followed by a read (sent with it): refused with the insert's error.
+            for then_read in [false, true] {
+                let (store2, part) = (store.clone(), b.clone());
+                tasks.spawn(async move {
+                    let refused = store2
+                        .write(&part, move |c| {
+                            c.defer(
+                                "INSERT INTO tenants (id, name, created_at) VALUES ($1, 'again', 0)",
+                                &[T.into()],
+                            )?;
+                            if then_read {
+                                c.query_one("SELECT COUNT(*) FROM tenants", &[])?;
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    match refused {
+                        Err(StoreError::Db(e)) => assert_eq!(
+                            e.kind,
+                            fidelis_store::DbErrorKind::Unique,
+                            "the insert's own error, not the aborted transaction's: {e}"
+                        ),
+                        other => panic!("a duplicate tenant was not refused: {other:?}"),
+                    }
+                    "refused"
+                });
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        *seen.entry(done.expect("task")).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen,
+        [("bought", 60), ("read back", 8), ("refused", 16)].into()
+    );
+    assert_eq!(
+        store.metrics().replays.load(Ordering::Relaxed),
+        replays,
+        "no batch ran twice"
+    );
+    for b in &buyers {
+        assert_eq!(available(&store, &s, b).await, 40, "{b}");
+    }
+    assert_ledger_ok(&store).await;
+}
+
 /// A purchase refused before it wrote anything (its order id already recorded with another
 /// total, under no key or a new one, or its Idempotency-Key already used for another request)
 /// is left out of its batch:
@@ -1723,6 +1817,7 @@ on_both!(
     a_redemption_answers_the_coupon_and_balance_as_stored,
     an_adjustment_answers_the_stored_balance_and_is_the_members_activity,
     a_refused_redemption_does_not_send_its_batch_round_again,
+    a_deferred_statement_that_fails_refuses_its_own_request_alone,
     a_purchase_refused_before_writing_does_not_send_its_batch_round_again,
     a_hundred_concurrent_redemptions_by_a_member_whose_balance_covers_ten_give_exactly_ten,
     a_reward_with_stock_five_redeemed_by_fifty_members_at_once_gives_exactly_five_coupons,

@@ -374,7 +374,7 @@ pub(crate) fn clawback(
         let refunded = refunded_before.saturating_add(share).min(basis_total);
         let target = clawback_target(points, basis_total, refunded).max(clawed_before);
         claw += target - clawed_before;
-        c.execute(
+        c.defer(
             "UPDATE awards SET basis_refunded = $2, clawed_back = $3 WHERE id = $1",
             &[id.into(), refunded.into(), target.into()],
         )?;

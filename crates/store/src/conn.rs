@@ -185,6 +185,20 @@ pub trait Conn: Send {
     /// refused). The default does nothing, which only means a rollback that was not needed.
     fn writes_undone_since(&mut self, _mark: u64) {}
 
+    /// Runs a statement whose answer (the rows it changed) the caller does not need. A backend
+    /// whose every statement is a round trip (PostgreSQL) may hold it and send it with the next
+    /// statement; an error it meets then comes back from that next statement (or `flush`),
+    /// never lost. The default runs it now.
+    fn defer(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), DbError> {
+        self.execute(sql, params).map(|_| ())
+    }
+
+    /// Sends what [`Conn::defer`] holds and answers its first error. The writer calls it at
+    /// the end of each request, so an error is the request's that caused it.
+    fn flush(&mut self) -> Result<(), DbError> {
+        Ok(())
+    }
+
     fn query_one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }

@@ -300,14 +300,14 @@ pub(crate) fn refund(
             ledger::relist_expiring_after(c, tenant, &member, &lots, &plan.from_available)?;
         }
     }
-    c.execute(
+    c.defer(
         "UPDATE orders SET refunded_minor = refunded_minor + $3, clawed_back = $4, refunded_lines = $5 WHERE tenant_id = $1 AND order_id = $2",
         &[tenant.into(), (&r.order_id).into(), amount.into(), target.into(), to_json(&refunded_lines)?.as_str().into()],
     )?;
     // Balances, counters and the member's activity in one update (one round trip on
     // PostgreSQL). The member's row is locked, so the balances after are those before plus
     // what moved (the member-value step after moves no points).
-    c.execute(
+    c.defer(
         "UPDATE members SET available = available + $7, pending = pending + $8, lifetime_earned = lifetime_earned - $3, lifetime_spend_minor = lifetime_spend_minor - $4, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $5 THEN $5 ELSE last_activity_at END, updated_at = $6 WHERE tenant_id = $1 AND id = $2",
         &[tenant.into(), member.as_str().into(), taken.into(), amount.into(), occurred.into(), now.into(), d_avail.into(), d_pending.into()],
     )?;
@@ -331,7 +331,7 @@ pub(crate) fn refund(
         balance: after.now(),
     };
     if let Some(refund_id) = &r.refund_id {
-        c.execute(
+        c.defer(
             "UPDATE refunds SET result = $3 WHERE tenant_id = $1 AND refund_id = $2",
             &[
                 tenant.into(),

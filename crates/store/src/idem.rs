@@ -89,7 +89,7 @@ where
     };
     let json = serde_json::to_string(&value)
         .map_err(|e| StoreError::Unprocessable(format!("result not serialisable: {e}")))?;
-    c.execute(
+    c.defer(
         "UPDATE idempotency SET response = $3 WHERE tenant_id = $1 AND key = $2",
         &[tenant.into(), (&idem.key).into(), json.as_str().into()],
     )?;

@@ -102,7 +102,7 @@ pub(crate) fn empties_a_lot(open: &[LotRow], takes: &[(i64, i64)]) -> bool {
 /// Moves the member's mark past lots emptied since: called after lots were emptied. A mark
 /// left behind is only slower, never wrong.
 pub(crate) fn advance_open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<()> {
-    c.execute(
+    c.defer(
         "UPDATE members SET open_lots_from = (SELECT MIN(l.txn_id) FROM txns t JOIN lots l ON l.txn_id = t.id WHERE t.tenant_id = $1 AND t.member_id = $2 AND t.id >= members.open_lots_from AND l.member_id = $2 AND l.remaining > 0) WHERE tenant_id = $1 AND id = $2 AND open_lots_from IS NOT NULL",
         &[tenant.into(), member.into()],
     )?;
@@ -119,7 +119,7 @@ pub(crate) fn note_open_lot(
     lot: &NewLot<'_>,
 ) -> Result<()> {
     let expiring = expiring_with(c, tenant, member, lot)?;
-    c.execute(
+    c.defer(
         &format!(
             "UPDATE members SET open_lots_from = {}, expiring = COALESCE($4, expiring) WHERE tenant_id = $1 AND id = $2",
             open_from("$3")
@@ -237,7 +237,7 @@ fn keep_expiring(
     member: &str,
     list: &SoonestExpiring,
 ) -> Result<()> {
-    c.execute(
+    c.defer(
         "UPDATE members SET expiring = $3 WHERE tenant_id = $1 AND id = $2",
         &[tenant.into(), member.into(), list.to_text().as_str().into()],
     )?;
@@ -312,7 +312,7 @@ pub(crate) fn write_entries(
 ) -> Result<()> {
     let (d_avail, d_pending) = insert_entries(c, t, txn_id, entries)?;
     if d_avail != 0 || d_pending != 0 {
-        c.execute(
+        c.defer(
             "UPDATE members SET available = available + $3, pending = pending + $4 WHERE tenant_id = $1 AND id = $2",
             &[t.tenant.into(), t.member.into(), d_avail.into(), d_pending.into()],
         )?;
@@ -355,7 +355,7 @@ pub(crate) fn insert_entries(
         }
     }
     if !rows.is_empty() {
-        c.execute(
+        c.defer(
             &format!(
                 "INSERT INTO entries (tenant_id, txn_id, member_id, account, lot_id, amount) VALUES {}",
                 rows.join(", ")
@@ -417,7 +417,7 @@ pub(crate) fn insert_lot_row(
 
 /// Takes `n` points out of a lot; a lot left empty is marked spent (or `final_state`).
 pub(crate) fn take_lot(c: &mut dyn Conn, lot_id: i64, n: i64, empty_state: &str) -> Result<()> {
-    c.execute(
+    c.defer(
         "UPDATE lots SET remaining = remaining - $2, state = CASE WHEN remaining - $2 = 0 THEN $3 ELSE state END WHERE id = $1",
         &[lot_id.into(), n.into(), empty_state.into()],
     )?;
@@ -510,7 +510,7 @@ pub(crate) fn touch_activity(
     at: i64,
     now: i64,
 ) -> Result<()> {
-    c.execute(
+    c.defer(
         "UPDATE members SET last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $3 THEN $3 ELSE last_activity_at END, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
         &[tenant.into(), member.into(), at.into(), now.into()],
     )?;
@@ -552,13 +552,13 @@ pub(crate) fn adjust(
             expires_at: expiry_for(settings, now),
         };
         credit_available(c, &t, txn_id, state, points, Account::Adjusted, lot)?;
-        c.execute("UPDATE members SET lifetime_earned = lifetime_earned + $3 WHERE tenant_id = $1 AND id = $2", &[tenant.into(), member.into(), points.into()])?;
+        c.defer("UPDATE members SET lifetime_earned = lifetime_earned + $3 WHERE tenant_id = $1 AND id = $2", &[tenant.into(), member.into(), points.into()])?;
     } else {
         debit_available(c, &t, txn_id, -points, Account::Adjusted, "spent")?;
     }
     let detail =
         serde_json::json!({ "points": points, "reason": reason, "txn_id": txn_id }).to_string();
-    c.execute(
+    c.defer(
         "INSERT INTO audit_log (tenant_id, actor, action, subject, detail, created_at) VALUES ($1, $2, 'points.adjust', $3, $4, $5)",
         &[tenant.into(), actor.into(), member.into(), detail.as_str().into(), now.into()],
     )?;

@@ -108,6 +108,7 @@ struct PurchaseTask {
 impl WriteJob for PurchaseTask {
     fn run(&mut self, c: &mut dyn Conn) -> bool {
         let r = self.job.run_alone(c);
+        let r = finished(c, r);
         let ok = r.is_ok();
         self.result = Some(r);
         ok
@@ -124,6 +125,16 @@ impl WriteJob for PurchaseTask {
     fn posted(&mut self, outcome: PurchaseOutcome) {
         self.result = Some(Ok((outcome, false)));
     }
+}
+
+/// A job's result once the statements it deferred (`Conn::defer`) have run: their error, if
+/// any, is the job's, so its savepoint undoes it alone. A job that failed keeps its own error
+/// (what it deferred is undone with it).
+fn finished<T>(c: &mut dyn Conn, r: Result<T>) -> Result<T> {
+    let flushed = c.flush();
+    let v = r?;
+    flushed?;
+    Ok(v)
 }
 
 /// A request's answer: its result if the batch committed, else the commit's error.
@@ -148,6 +159,7 @@ where
 {
     fn run(&mut self, c: &mut dyn Conn) -> bool {
         let r = (self.f)(c);
+        let r = finished(c, r);
         let ok = r.is_ok();
         self.result = Some(r);
         ok
@@ -883,7 +895,10 @@ fn fast_pass(
         .filter_map(|(i, j)| j.purchase().map(|p| (i, p)))
         .unzip();
     if !group.is_empty() {
-        match crate::together::write_together(c, &group) {
+        // What the group deferred is sent now, so its error is the group's.
+        let posted = crate::together::write_together(c, &group)
+            .and_then(|outcomes| c.flush().map(|()| outcomes).map_err(Into::into));
+        match posted {
             Ok(outcomes) => {
                 for (k, outcome) in outcomes.into_iter().enumerate() {
                     if let Some(o) = outcome {
@@ -926,12 +941,20 @@ fn fast_pass(
             }
             continue;
         }
-        let opening = if open {
-            "RELEASE SAVEPOINT job; SAVEPOINT job"
+        // On PostgreSQL the opening is held and sent with the job's first statement (a
+        // round trip less per job); an error in it then fails the job and its tidying.
+        let opening: &[&str] = if open {
+            &["RELEASE SAVEPOINT job", "SAVEPOINT job"]
         } else {
-            "SAVEPOINT job"
+            &["SAVEPOINT job"]
         };
-        c.batch(opening).ok()?;
+        if release_at_once {
+            c.batch(opening[0]).ok()?;
+        } else {
+            for s in opening {
+                c.defer(s, &[]).ok()?;
+            }
+        }
         open = j.run(c);
         if !open {
             metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
