@@ -252,43 +252,72 @@ fn pipelined<T>(
         .iter()
         .map(|h| h.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
         .collect();
-    type Sent<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + 'a>>;
-    let mut sent: Vec<Option<Sent<'_>>> = held
-        .iter()
-        .zip(&refs)
-        .map(|(h, r)| Some(Box::pin(client.execute(&h.statement, r)) as Sent<'_>))
-        .collect();
-    let mut next = pin!(next);
-    let mut first_error = None;
-    let mut answer = None;
-    let answer = rt.block_on(poll_fn(|cx| {
-        // In order: each request is written when its future is first polled.
-        for slot in sent.iter_mut() {
-            if let Some(f) = slot
-                && let Poll::Ready(r) = f.as_mut().poll(cx)
-            {
-                *slot = None;
-                if let Err(e) = r {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if answer.is_none()
-            && let Poll::Ready(r) = next.as_mut().poll(cx)
-        {
-            answer = Some(r);
-        }
-        if sent.iter().all(Option::is_none)
-            && let Some(r) = answer.take()
-        {
-            return Poll::Ready(r);
-        }
-        Poll::Pending
-    }));
-    match first_error {
+    let sent = in_order(
+        held.iter()
+            .zip(&refs)
+            .map(|(h, r)| Box::pin(client.execute(&h.statement, r)) as Sent<'_, u64>)
+            .collect(),
+    );
+    let (held, answer) = rt.block_on(in_order_both(sent, next));
+    match held.into_iter().find_map(Result::err) {
         Some(e) => Err(db_err(e)),
         None => answer.map_err(db_err),
     }
+}
+
+type Answered<T> = Result<T, tokio_postgres::Error>;
+type Sent<'a, T> = Pin<Box<dyn Future<Output = Answered<T>> + 'a>>;
+/// A request on its way, then its answer.
+type Slot<'a, T> = (Option<Sent<'a, T>>, Option<Answered<T>>);
+
+/// Polls the futures in order every time (tokio-postgres writes a request when its future is
+/// first polled, so the requests leave in this order, together) and answers every result, in
+/// the same order, once all are in.
+fn in_order<'a, T: 'a>(futures: Vec<Sent<'a, T>>) -> impl Future<Output = Vec<Answered<T>>> + 'a {
+    let mut slots: Vec<Slot<'a, T>> = futures.into_iter().map(|f| (Some(f), None)).collect();
+    poll_fn(move |cx| {
+        for (future, out) in slots.iter_mut() {
+            if let Some(f) = future
+                && let Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                *out = Some(r);
+                *future = None;
+            }
+        }
+        if slots.iter().any(|(future, _)| future.is_some()) {
+            return Poll::Pending;
+        }
+        Poll::Ready(slots.iter_mut().filter_map(|(_, out)| out.take()).collect())
+    })
+}
+
+/// `first` then `second`, polled in that order, both answered.
+async fn in_order_both<A, B>(
+    first: impl Future<Output = A>,
+    second: impl Future<Output = B>,
+) -> (A, B) {
+    let (mut first, mut second) = (pin!(first), pin!(second));
+    let (mut a, mut b) = (None, None);
+    poll_fn(|cx| {
+        if a.is_none()
+            && let Poll::Ready(v) = first.as_mut().poll(cx)
+        {
+            a = Some(v);
+        }
+        if b.is_none()
+            && let Poll::Ready(v) = second.as_mut().poll(cx)
+        {
+            b = Some(v);
+        }
+        match (a.take(), b.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                (a, b) = (x, y);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 #[derive(Debug)]
@@ -429,6 +458,40 @@ impl Conn for PgConn {
             &self.client,
             self.client.batch_execute(sql),
         )
+    }
+
+    fn query_all(&mut self, asks: &[(&str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, DbError> {
+        let mut statements = Vec::with_capacity(asks.len());
+        for (sql, _) in asks {
+            statements.push(self.statement(sql)?);
+        }
+        let ps: Vec<Vec<P<'_>>> = asks
+            .iter()
+            .map(|(_, params)| params.iter().map(|p| P(*p)).collect())
+            .collect();
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = ps
+            .iter()
+            .map(|v| v.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
+            .collect();
+        let client = &self.client;
+        let queries = in_order(
+            statements
+                .iter()
+                .zip(&refs)
+                .map(|(s, r)| Box::pin(client.query(s, r)) as Sent<'_, Vec<tokio_postgres::Row>>)
+                .collect(),
+        );
+        let held = std::mem::take(&mut self.held);
+        let answers = pipelined(&self.rt, &held, client, async {
+            queries.await.into_iter().collect::<Result<Vec<_>, _>>()
+        });
+        for (sql, _) in asks {
+            self.written.queried(sql, answers.is_ok());
+        }
+        Ok(answers?
+            .iter()
+            .map(|rows| rows.iter().map(values).collect())
+            .collect())
     }
 
     fn defer(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), DbError> {

@@ -163,6 +163,9 @@ impl Conn for BeforeSyncConn {
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         self.inner.batch(sql)
     }
+    fn query_all(&mut self, asks: &[(&str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, DbError> {
+        self.inner.query_all(asks)
+    }
     fn defer(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), DbError> {
         self.inner.defer(sql, params)
     }

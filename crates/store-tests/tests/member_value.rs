@@ -579,6 +579,56 @@ async fn a_deferred_statement_that_fails_refuses_its_own_request_alone(db: TestD
     assert_ledger_ok(&store).await;
 }
 
+/// Reads sent together (`Conn::query_all`, one round trip on PostgreSQL) answer each its own
+/// rows, in order, after what the request deferred; the first that fails is the error.
+async fn reads_sent_together_answer_in_order(db: TestDb) {
+    let s = base_settings();
+    let store = setup(&db, &s).await;
+    let m = member(&store, "reader").await;
+    let answers = store
+        .write(&m, |c| {
+            c.defer(
+                "INSERT INTO tenants (id, name, created_at) VALUES ('shop-b', 'b', 7)",
+                &[],
+            )?;
+            let rows = c.query_all(&[
+                (
+                    "SELECT created_at FROM tenants WHERE id = $1",
+                    &["shop-b".into()],
+                ),
+                (
+                    "SELECT COUNT(*) FROM tenants WHERE id = $1",
+                    &["nowhere".into()],
+                ),
+                (
+                    "SELECT id FROM tenants WHERE id IN ($1, $2) ORDER BY id",
+                    &[T.into(), "shop-b".into()],
+                ),
+            ])?;
+            Ok(rows
+                .iter()
+                .map(|r| r.iter().map(|r| r.text(0)).collect::<Vec<_>>())
+                .collect::<Vec<_>>())
+        })
+        .await
+        .expect("reads");
+    assert_eq!(answers, [vec!["7"], vec!["0"], vec![T, "shop-b"]]);
+    let failed = store
+        .write(&m, |c| {
+            c.query_all(&[
+                ("SELECT 1", &[]),
+                ("SELECT nothing FROM no_such_table", &[]),
+                ("SELECT 2", &[]),
+            ])?;
+            Ok(())
+        })
+        .await;
+    match failed {
+        Err(StoreError::Db(e)) => assert!(e.message.contains("no_such_table"), "{e}"),
+        other => panic!("a read of a missing table did not fail: {other:?}"),
+    }
+}
+
 /// A purchase refused before it wrote anything (its order id already recorded with another
 /// total, under no key or a new one, or its Idempotency-Key already used for another request)
 /// is left out of its batch:
@@ -1818,6 +1868,7 @@ on_both!(
     an_adjustment_answers_the_stored_balance_and_is_the_members_activity,
     a_refused_redemption_does_not_send_its_batch_round_again,
     a_deferred_statement_that_fails_refuses_its_own_request_alone,
+    reads_sent_together_answer_in_order,
     a_purchase_refused_before_writing_does_not_send_its_batch_round_again,
     a_hundred_concurrent_redemptions_by_a_member_whose_balance_covers_ten_give_exactly_ten,
     a_reward_with_stock_five_redeemed_by_fifty_members_at_once_gives_exactly_five_coupons,

@@ -4,7 +4,7 @@
 //! each award what it gave for the refunded lines or amount. Also the awards of events that are
 //! not purchases (enrolment, birthday, refund bonuses), each granted once per key.
 
-use crate::conn::{Conn, Dialect, Param};
+use crate::conn::{Conn, Dialect, Param, Row};
 use crate::error::{Result, StoreError};
 use crate::idem::IdemKey;
 use crate::ledger::{self, NewLot, Txn, expiry_for};
@@ -300,7 +300,7 @@ pub(crate) fn record(
         let basis = a.terms.as_deref().and_then(|t| t.basis.as_ref());
         let basis_json = basis.map(serde_json::to_string).transpose()?;
         let basis_total = basis.map_or(total_minor, |b| b.total_minor);
-        c.execute(
+        c.defer(
             "INSERT INTO awards (tenant_id, event_id, order_id, member_id, source, rule_version, campaign_id, points, basis, basis_total, basis_refunded, clawed_back, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11)",
             &[
                 tenant.into(), event_id.into(), order_id.into(), member.into(), a.source.as_str().into(), a.rule_version.into(),
@@ -322,28 +322,27 @@ pub(crate) fn public(awards: &[Award]) -> Vec<Award> {
         .collect()
 }
 
+/// An order's award rows as [`clawback`] takes them; parameters tenant and order id.
+pub(crate) const AWARDS_OF_ORDER: &str = "SELECT id, points, basis, basis_total, basis_refunded, clawed_back FROM awards WHERE tenant_id = $1 AND event_id = (SELECT event_id FROM orders WHERE tenant_id = $1 AND order_id = $2) ORDER BY id";
+
 /// The points a refund claws back in all, award by award: each award gives back what it gave
 /// for the refunded part of what it was computed on (its lines, or the whole order). `None`
 /// when the order has no award rows (recorded before awards were), and the caller claws back
 /// in proportion to the order as before. `amount` is what the refund is worth, at the price
 /// paid; `total` the order's total.
+/// `rows` are the order's award rows ([`AWARDS_OF_ORDER`]), read with the order's lock held.
 pub(crate) fn clawback(
     c: &mut dyn Conn,
-    tenant: &str,
-    order_id: &str,
+    rows: &[Row],
     what: &RefundWhat,
     amount: i64,
     total: i64,
 ) -> Result<Option<i64>> {
-    let rows = c.query(
-        "SELECT id, points, basis, basis_total, basis_refunded, clawed_back FROM awards WHERE tenant_id = $1 AND event_id = (SELECT event_id FROM orders WHERE tenant_id = $1 AND order_id = $2) ORDER BY id",
-        &[tenant.into(), order_id.into()],
-    )?;
     if rows.is_empty() {
         return Ok(None);
     }
     let mut claw = 0;
-    for r in &rows {
+    for r in rows {
         let (id, points, basis_total, refunded_before, clawed_before) =
             (r.int(0), r.int(1), r.int(3), r.int(4), r.int(5));
         let basis: Option<AwardBasis> = match r.opt_text(2) {

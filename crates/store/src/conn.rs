@@ -185,6 +185,16 @@ pub trait Conn: Send {
     /// refused). The default does nothing, which only means a rollback that was not needed.
     fn writes_undone_since(&mut self, _mark: u64) {}
 
+    /// Runs `asks` (statement, parameters) in order and answers each one's rows; the first
+    /// error stops them. For statements that do not need each other's answers: a backend whose
+    /// every statement is a round trip (PostgreSQL) sends them at once, with what `defer`
+    /// holds. The default runs them one by one.
+    fn query_all(&mut self, asks: &[(&str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, DbError> {
+        asks.iter()
+            .map(|(sql, params)| self.query(sql, params))
+            .collect()
+    }
+
     /// Runs a statement whose answer (the rows it changed) the caller does not need. A backend
     /// whose every statement is a round trip (PostgreSQL) may hold it and send it with the next
     /// statement; an error it meets then comes back from that next statement (or `flush`),

@@ -2,7 +2,7 @@
 //! in the same transaction. An order id is unique per tenant: a resend of an order has one
 //! effect and answers with the first result, marked `duplicate`.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Param, Row};
 use crate::error::{Result, StoreError};
 use crate::ledger::{self, Entry, NewLot, Txn, entry, expiry_for, lock_member, ts};
 use crate::model::{BalanceNow, CustomOutcome, PurchaseOutcome, RefundOutcome};
@@ -133,7 +133,7 @@ pub(crate) fn purchase(
         )?;
     }
     // One update of the member row: balances, counters, last activity and open lots together.
-    c.execute(
+    c.defer(
         &format!("UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, purchased_minor = purchased_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8, open_lots_from = {}, expiring = COALESCE($10, expiring) WHERE tenant_id = $1 AND id = $2", ledger::open_from("$9")),
         &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into(), open_txn.into(), expiring.as_deref().into()],
     )?;
@@ -202,11 +202,22 @@ pub(crate) fn refund(
             return Ok(first);
         }
     }
-    let order = c
-        .query_one(
-            &format!("SELECT member_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines FROM orders WHERE tenant_id = $1 AND order_id = $2 AND result IS NOT NULL{}", c.dialect().for_update()),
-            &[tenant.into(), (&r.order_id).into()],
-        )?
+    // The order, locked, with its awards and its cashback: one round trip on PostgreSQL (the
+    // reads after the lock see what the last refund of the order wrote).
+    let order_sql = format!(
+        "SELECT member_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines FROM orders WHERE tenant_id = $1 AND order_id = $2 AND result IS NOT NULL{}",
+        c.dialect().for_update()
+    );
+    let by_order: &[Param<'_>] = &[tenant.into(), (&r.order_id).into()];
+    let [order, award_rows, cashback] = <[Vec<Row>; 3]>::try_from(c.query_all(&[
+        (&order_sql, by_order),
+        (crate::awards::AWARDS_OF_ORDER, by_order),
+        (crate::credit::CASHBACK_OF_ORDER, by_order),
+    ])?)
+    .map_err(|_| StoreError::Busy("a read of the order went missing; retry".into()))?;
+    let order = order
+        .into_iter()
+        .next()
         .ok_or_else(|| StoreError::NotFound(format!("order `{}`", r.order_id)))?;
     let member = order.text(0);
     let (total, awarded, refunded_before, clawed_before) =
@@ -228,8 +239,9 @@ pub(crate) fn refund(
             r.order_id, refunded_before, total
         )));
     }
-    let state = lock_member(c, tenant, &member)?
-        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    // The member, locked, and its open lots (read after the lock), in one round trip.
+    let (state, lots) = ledger::lock_member_with_lots(c, tenant, &member)?;
+    let state = state.ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
     let occurred = r.occurred_at.timestamp_micros();
     let payload =
         serde_json::json!({ "refund_id": r.refund_id, "amount_minor": amount }).to_string();
@@ -239,12 +251,11 @@ pub(crate) fn refund(
     )?;
     // Each recorded award gives back what it gave for the refunded lines or amount; orders
     // recorded before awards were claw back in proportion to the order.
-    let claw = match crate::awards::clawback(c, tenant, &r.order_id, &r.what, amount, total)? {
+    let claw = match crate::awards::clawback(c, &award_rows, &r.what, amount, total)? {
         Some(n) => n,
         None => (clawback_target(awarded, total, refunded_before + amount) - clawed_before).max(0),
     };
     let target = clawed_before + claw;
-    let lots = ledger::open_lots(c, tenant, &member)?;
     let own: Vec<_> = lots
         .iter()
         .filter(|l| l.state == "pending" && l.order_id.as_deref() == Some(r.order_id.as_str()))
@@ -311,7 +322,15 @@ pub(crate) fn refund(
         "UPDATE members SET available = available + $7, pending = pending + $8, lifetime_earned = lifetime_earned - $3, lifetime_spend_minor = lifetime_spend_minor - $4, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $5 THEN $5 ELSE last_activity_at END, updated_at = $6 WHERE tenant_id = $1 AND id = $2",
         &[tenant.into(), member.as_str().into(), taken.into(), amount.into(), occurred.into(), now.into(), d_avail.into(), d_pending.into()],
     )?;
-    crate::member_value::after_refund(c, tenant, &member, &r.order_id, settings, now)?;
+    crate::member_value::after_refund(
+        c,
+        tenant,
+        &member,
+        &r.order_id,
+        cashback.first(),
+        settings,
+        now,
+    )?;
     let after = ledger::MemberState {
         available: state.available + d_avail,
         pending: state.pending + d_pending,

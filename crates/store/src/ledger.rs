@@ -58,13 +58,23 @@ pub(crate) fn lock_active_member(
     now: i64,
 ) -> Result<Option<MemberState>> {
     Ok(c.query_one(
-        "UPDATE members SET last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $3 THEN $3 ELSE last_activity_at END, updated_at = $4 WHERE tenant_id = $1 AND id = $2 RETURNING available, pending",
+        LOCK_ACTIVE_MEMBER,
         &[tenant.into(), member.into(), at.into(), now.into()],
     )?
-    .map(|r| MemberState {
+    .as_ref()
+    .map(member_state))
+}
+
+/// [`lock_active_member`]'s statement (parameters tenant, member, at, now), for a caller that
+/// sends it with other reads ([`Conn::query_all`]); [`member_state`] reads its row.
+pub(crate) const LOCK_ACTIVE_MEMBER: &str = "UPDATE members SET last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $3 THEN $3 ELSE last_activity_at END, updated_at = $4 WHERE tenant_id = $1 AND id = $2 RETURNING available, pending";
+
+/// The balances of a row whose first columns are `available, pending`.
+pub(crate) fn member_state(r: &Row) -> MemberState {
+    MemberState {
         available: r.int(0),
         pending: r.int(1),
-    }))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -253,12 +263,20 @@ pub(crate) fn open_from(txn: &str) -> String {
 }
 
 pub(crate) fn open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<Vec<LotRow>> {
-    let rows = c.query(
-        &format!("SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id FROM {OPEN_LOTS} ORDER BY l.id"),
-        &[tenant.into(), member.into()],
-    )?;
-    Ok(rows
-        .iter()
+    let rows = c.query(&open_lots_sql(), &[tenant.into(), member.into()])?;
+    Ok(lot_rows(&rows))
+}
+
+/// The member's open lots, oldest first; parameters tenant and member.
+pub(crate) fn open_lots_sql() -> String {
+    format!(
+        "SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id FROM {OPEN_LOTS} ORDER BY l.id"
+    )
+}
+
+/// The lots of [`open_lots_sql`]'s rows.
+pub(crate) fn lot_rows(rows: &[Row]) -> Vec<LotRow> {
+    rows.iter()
         .map(|r| LotRow {
             id: r.int(0),
             state: r.text(1),
@@ -266,7 +284,30 @@ pub(crate) fn open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<
             expires_at: r.opt_int(3),
             order_id: r.opt_text(4),
         })
-        .collect())
+        .collect()
+}
+
+/// [`lock_member`] and the member's open lots, read after the lock: one round trip on
+/// PostgreSQL.
+pub(crate) fn lock_member_with_lots(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+) -> Result<(Option<MemberState>, Vec<LotRow>)> {
+    let lock = format!(
+        "SELECT available, pending FROM members WHERE tenant_id = $1 AND id = $2{}",
+        c.dialect().for_update()
+    );
+    let by_member: &[Param<'_>] = &[tenant.into(), member.into()];
+    let answers = c.query_all(&[(&lock, by_member), (&open_lots_sql(), by_member)])?;
+    let state = answers
+        .first()
+        .and_then(|rows| rows.first())
+        .map(member_state);
+    Ok((
+        state,
+        answers.get(1).map_or_else(Vec::new, |rows| lot_rows(rows)),
+    ))
 }
 
 /// The header of a journal transaction.
@@ -479,6 +520,20 @@ pub(crate) fn debit_available(
     empty_state: &str,
 ) -> Result<()> {
     let open = open_lots(c, t.tenant, t.member)?;
+    debit_from_lots(c, t, txn_id, points, counter, empty_state, &open)
+}
+
+/// [`debit_available`] from the member's open lots, read by the caller with the member's lock
+/// held.
+pub(crate) fn debit_from_lots(
+    c: &mut dyn Conn,
+    t: &Txn<'_>,
+    txn_id: i64,
+    points: i64,
+    counter: Account,
+    empty_state: &str,
+    open: &[LotRow],
+) -> Result<()> {
     let lots: Vec<LotView> = open
         .iter()
         .filter(|l| l.state == "available")
@@ -495,10 +550,10 @@ pub(crate) fn debit_available(
         take_lot(c, *lot_id, *n, empty_state)?;
         entries.push(entry(Account::Available, Some(*lot_id), -n));
     }
-    if empties_a_lot(&open, &takes) {
+    if empties_a_lot(open, &takes) {
         advance_open_lots(c, t.tenant, t.member)?;
     }
-    relist_expiring_after(c, t.tenant, t.member, &open, &takes)?;
+    relist_expiring_after(c, t.tenant, t.member, open, &takes)?;
     entries.push(entry(counter, None, points));
     write_entries(c, t, txn_id, &entries)
 }

@@ -3,7 +3,7 @@
 //! custom-event write paths call in their own transaction, and the background jobs (tier
 //! reviews, monthly plan perks).
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Row};
 use crate::error::Result;
 use crate::model::JobReport;
 use crate::runtime::Store;
@@ -144,10 +144,11 @@ pub(crate) fn after_refund(
     tenant: &str,
     member: &str,
     order_id: &str,
+    cashback: Option<&Row>,
     settings: &ProgramSettings,
     now: i64,
 ) -> Result<()> {
-    crate::credit::claw_back_cashback(c, tenant, member, order_id, settings, now)?;
+    crate::credit::claw_back_cashback(c, tenant, member, order_id, cashback, settings, now)?;
     crate::tiers::after_event(c, tenant, member, settings, now, true)
 }
 

@@ -259,9 +259,28 @@ fn redeem(
     settings: &ProgramSettings,
     now: i64,
 ) -> Result<RedemptionOutcome> {
-    let state = ledger::lock_active_member(c, tenant, member, now, now)?
+    // The member, locked and noted active, the reward and the member's open lots (read after
+    // the lock): one round trip on PostgreSQL.
+    let reward_sql =
+        format!("SELECT {REWARD_COLUMNS} FROM rewards WHERE tenant_id = $1 AND id = $2");
+    let answers = c.query_all(&[
+        (
+            ledger::LOCK_ACTIVE_MEMBER,
+            &[tenant.into(), member.into(), now.into(), now.into()],
+        ),
+        (&reward_sql, &[tenant.into(), reward_id.into()]),
+        (&ledger::open_lots_sql(), &[tenant.into(), member.into()]),
+    ])?;
+    let first = |i: usize| answers.get(i).and_then(|rows| rows.first());
+    let state = first(0)
+        .map(ledger::member_state)
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
-    let reward = get_reward(c, tenant, reward_id)?;
+    let reward = reward_record(
+        first(1).ok_or_else(|| StoreError::NotFound(format!("reward `{reward_id}`")))?,
+    )?;
+    let open = answers
+        .get(2)
+        .map_or_else(Vec::new, |rows| ledger::lot_rows(rows));
     let def = &reward.def;
     redeemable(def, from_micros(now)).map_err(StoreError::Conflict)?;
     if let Some(min_tier) = &def.min_tier {
@@ -330,7 +349,7 @@ fn redeem(
         } else {
             Account::Redeemed
         };
-        ledger::debit_available(c, &t, id, def.points_cost, counter, "spent")?;
+        ledger::debit_from_lots(c, &t, id, def.points_cost, counter, "spent", &open)?;
         txn_id = Some(id);
         if def.kind == RewardKind::CharityDonation {
             c.execute(
