@@ -258,21 +258,53 @@ fn write_chunk(
     // all on PostgreSQL).
     let mut by_id: HashMap<String, (String, i64, i64, TierRow, String)> = HashMap::new();
     let mut by_ext: HashMap<String, String> = HashMap::new();
-    for (column, pick) in [("id", 1usize), ("external_id", 2)] {
-        let keys: Vec<Option<&str>> = group
-            .iter()
-            .map(|j| if pick == 1 { j.key().1 } else { j.key().2 })
-            .collect();
+    let ids: Vec<Option<&str>> = group.iter().map(|j| j.key().1).collect();
+    let exts: Vec<Option<&str>> = group.iter().map(|j| j.key().2).collect();
+    // Orders already recorded run alone (they answer as duplicates or conflicts).
+    let order_ids: Vec<Option<&str>> = group
+        .iter()
+        .map(|j| Some(j.purchase.order_id.as_str()))
+        .collect();
+    // Keys already used run alone (they replay their answer, or conflict).
+    let keys: Vec<Option<&str>> = group.iter().map(|j| j.idem_key()).collect();
+    // The look-ups need nothing of each other: sent together (one round trip on PostgreSQL).
+    let mut asks: Vec<(String, Vec<Param<'_>>)> = Vec::new();
+    let mut member_asks = 0;
+    for (column, keys) in [("id", &ids), ("external_id", &exts)] {
         if keys.iter().all(Option::is_none) {
             continue;
         }
-        let (condition, params) = one_of(c, tenant, column, &keys);
-        let sql = format!(
-            "SELECT id, external_id, available, pending, expiring, {} FROM members WHERE tenant_id = $1 AND {condition} AND {column} IS NOT NULL ORDER BY id{}",
-            crate::tiers::TIER_COLUMNS,
-            c.dialect().for_update()
-        );
-        for r in c.query(&sql, &params)? {
+        let (condition, params) = one_of(c, tenant, column, keys);
+        asks.push((
+            format!(
+                "SELECT id, external_id, available, pending, expiring, {} FROM members WHERE tenant_id = $1 AND {condition} AND {column} IS NOT NULL ORDER BY id{}",
+                crate::tiers::TIER_COLUMNS,
+                c.dialect().for_update()
+            ),
+            params,
+        ));
+        member_asks += 1;
+    }
+    let (condition, params) = one_of(c, tenant, "order_id", &order_ids);
+    asks.push((
+        format!("SELECT order_id FROM orders WHERE tenant_id = $1 AND {condition}"),
+        params,
+    ));
+    let any_key = keys.iter().any(Option::is_some);
+    if any_key {
+        let (condition, params) = one_of(c, tenant, "key", &keys);
+        asks.push((
+            format!("SELECT key FROM idempotency WHERE tenant_id = $1 AND {condition}"),
+            params,
+        ));
+    }
+    let asked: Vec<(&str, &[Param<'_>])> = asks
+        .iter()
+        .map(|(sql, params)| (sql.as_str(), params.as_slice()))
+        .collect();
+    let mut answers = c.query_all(&asked)?.into_iter();
+    for _ in 0..member_asks {
+        for r in answers.next().unwrap_or_default() {
             let id = r.text(0);
             if let Some(ext) = r.opt_text(1) {
                 by_ext.insert(ext, id.clone());
@@ -283,23 +315,18 @@ fn write_chunk(
             );
         }
     }
-    // Orders already recorded run alone (they answer as duplicates or conflicts).
-    let order_ids: Vec<Option<&str>> = group
+    let seen: HashSet<String> = answers
+        .next()
+        .unwrap_or_default()
         .iter()
-        .map(|j| Some(j.purchase.order_id.as_str()))
+        .map(|r| r.text(0))
         .collect();
-    let (condition, params) = one_of(c, tenant, "order_id", &order_ids);
-    let sql = format!("SELECT order_id FROM orders WHERE tenant_id = $1 AND {condition}");
-    let seen: HashSet<String> = c.query(&sql, &params)?.iter().map(|r| r.text(0)).collect();
-    // Keys already used run alone (they replay their answer, or conflict).
-    let keys: Vec<Option<&str>> = group.iter().map(|j| j.idem_key()).collect();
-    let used: HashSet<String> = if keys.iter().any(Option::is_some) {
-        let (condition, params) = one_of(c, tenant, "key", &keys);
-        let sql = format!("SELECT key FROM idempotency WHERE tenant_id = $1 AND {condition}");
-        c.query(&sql, &params)?.iter().map(|r| r.text(0)).collect()
-    } else {
-        HashSet::new()
-    };
+    let used: HashSet<String> = answers
+        .next()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.text(0))
+        .collect();
     let mut keys_taken = HashSet::new();
 
     // Which purchases the group posts, and for which member.
