@@ -428,6 +428,90 @@ async fn a_budget_shared_by_a_group_is_never_overspent(db: TestDb) {
     assert!(report.ok(), "{report:?}");
 }
 
+/// A member's purchases that meet in one batch are posted together, a round each (the first
+/// of every member, then the second...; a member's fifth and later run alone), and leave the
+/// rows the one-by-one path leaves. The writer is held while they queue, so they meet.
+async fn a_members_purchases_in_one_batch_are_posted_together_in_rounds(db: TestDb) {
+    let s = ProgramSettings {
+        pending_days: 0,
+        expiry: ExpiryPolicy::AfterEarning { months: 12 },
+        tiers: Some(ladder()),
+        ..ProgramSettings::default()
+    };
+    let opts = StoreOptions {
+        post_together: true,
+        writers: 1,
+        ..StoreOptions::for_dialect(db.kind_dialect())
+    };
+    let store = db.store_with(opts, 0);
+    let (a, b) = ("rounds", "alone");
+    let ids_a = tenant(&store, a, &s).await;
+    let ids_b = tenant(&store, b, &s).await;
+    // Member 0 buys six times, members 1 to 5 three times. Orders ending in `-b` earn what
+    // does not depend on which of a member's orders is posted first.
+    let orders = |ids: &[String]| {
+        let mut out = Vec::new();
+        for (m, id) in ids.iter().take(6).enumerate() {
+            for k in 0..if m == 0 { 6 } else { 3 } {
+                let key = MemberRef {
+                    id: Some(id.clone()),
+                    external_id: None,
+                };
+                let at = t0() + Duration::minutes(k);
+                out.push(input(
+                    key,
+                    &format!("o{m}x{k}-b"),
+                    1_000 + 100 * k + m as i64,
+                    at,
+                ));
+            }
+        }
+        out
+    };
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write("", move |_| {
+                    let _ = started_tx.send(());
+                    std::thread::sleep(std::time::Duration::from_millis(400));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::task::spawn_blocking(move || started_rx.recv())
+        .await
+        .expect("task")
+        .expect("the writer took the blocker");
+    let before = store.metrics().posted_together.load(Ordering::Relaxed);
+    let mut set = tokio::task::JoinSet::new();
+    for p in orders(&ids_a) {
+        let (store, s) = (store.clone(), s.clone());
+        set.spawn(async move { post(&store, a, &s, p).await });
+    }
+    blocker.await.expect("task").expect("blocker");
+    while let Some(r) = set.join_next().await {
+        r.expect("task");
+    }
+    let together = store.metrics().posted_together.load(Ordering::Relaxed) - before;
+    assert_eq!(together, 4 + 5 * 3, "member 0's fifth and sixth run alone");
+    let alone = db.store_with(
+        StoreOptions {
+            post_together: false,
+            ..StoreOptions::for_dialect(db.kind_dialect())
+        },
+        0,
+    );
+    for p in orders(&ids_b) {
+        post(&alone, b, &s, p).await;
+    }
+    assert_eq!(rows(&store, a).await, rows(&store, b).await);
+    let report = store.verify().await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+}
+
 /// A store posting purchases together or not, and a programme whose points are available at
 /// once and never expire.
 fn budget_store(db: &TestDb, together: bool) -> (Store, ProgramSettings) {
@@ -577,6 +661,7 @@ async fn a_purchase_posted_alone_locks_budgets_in_key_order(db: TestDb) {
 
 on_both!(
     posted_together_leave_the_rows_of_one_by_one,
+    a_members_purchases_in_one_batch_are_posted_together_in_rounds,
     a_budget_shared_by_a_group_is_never_overspent,
     a_purchase_posted_alone_locks_budgets_in_key_order
 );
