@@ -1123,7 +1123,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     };
     if let Some(w) = write_path.as_ref().filter(|_| !o.ceiling) {
         println!(
-            "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean, writer busy {:.1} µs per write{}",
+            "write path: {:.0} group commits, {:.1} writes per commit (largest {:.0}), {:.0} % of writes were purchases posted together, {:.0} batches replayed one by one, COMMIT {:.2} ms mean, writer busy {:.1} µs per write{}",
             w.batches,
             w.jobs / w.batches.max(1.0),
             w.max_batch,
