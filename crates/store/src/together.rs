@@ -3,17 +3,18 @@
 //! [`crate::events::purchase`] writes, field for field; only the number of statements (and, on
 //! PostgreSQL, of round trips) changes.
 //!
-//! The group's members are locked and its order ids checked first; then ids are taken for
-//! every row (sequences on PostgreSQL, the next row ids on SQLite's single writer), so each
-//! row can name its neighbours and nothing has to be read back. PostgreSQL then writes every
-//! table in one statement whose columns arrive as arrays (`unnest`): four round trips for any
-//! number of purchases. SQLite, where a statement costs no round trip, writes one multi-row
+//! The group's members are locked and its order ids (and keys) checked first; ids are taken
+//! for every row (sequences on PostgreSQL, with the look-ups, in one round trip:
+//! `Conn::query_all`; the next row ids on SQLite's single writer), so each row can name its
+//! neighbours and nothing has to be read back. PostgreSQL then writes every table in one
+//! statement whose columns arrive as arrays (`unnest`): two round trips for any number of
+//! purchases, three with keys (stored after). SQLite, where a statement costs no round trip, writes one multi-row
 //! statement per table (and posting together is off there by default: it measured slower
 //! than one by one).
 //!
 //! Only the plain case goes this way: a known member, an order id not seen before, an
 //! idempotency key (if any) not seen before, and one purchase per member, per order and per
-//! key in the group. A key is stored with the purchase's answer, as `idem::run` stores it;
+//! key in a round (a member's second purchase goes in the next round, up to [`ROUNDS`]). A key is stored with the purchase's answer, as `idem::run` stores it;
 //! capped and budgeted awards are settled (`awards::settle_with`, the one-by-one path's own
 //! function) as each purchase of the group is planned — on PostgreSQL against the chunk's
 //! counters, locked at once before planning (`awards::LockedCounters`); then the tier step runs for
@@ -24,7 +25,7 @@
 //! runs every request alone (see `runtime::run_batch`). `store-tests/tests/together.rs` posts
 //! the same purchases both ways on both databases and compares every row.
 
-use crate::conn::{Conn, Dialect, Param};
+use crate::conn::{Conn, Dialect, Param, Row};
 use crate::error::{Result, StoreError};
 use crate::idem::{self, IdemKey};
 use crate::ledger::{expiry_for, ts};
@@ -310,6 +311,12 @@ fn write_chunk(
             params,
         ));
     }
+    // On PostgreSQL the row ids come from the sequences with the look-ups, for every purchase
+    // of the chunk (those not posted leave a gap, as a rolled-back insert would).
+    let n_ids = n as i64;
+    if c.dialect() == Dialect::Postgres {
+        asks.push((PG_IDS.to_string(), vec![n_ids.into(), n_ids.into()]));
+    }
     let asked: Vec<(&str, &[Param<'_>])> = asks
         .iter()
         .map(|(sql, params)| (sql.as_str(), params.as_slice()))
@@ -333,12 +340,17 @@ fn write_chunk(
         .iter()
         .map(|r| r.text(0))
         .collect();
-    let used: HashSet<String> = answers
-        .next()
-        .unwrap_or_default()
-        .iter()
-        .map(|r| r.text(0))
-        .collect();
+    let used: HashSet<String> = if any_key {
+        answers
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let pg_ids = answers.next();
     let mut keys_taken = HashSet::new();
 
     // Which purchases the group posts, and for which member.
@@ -448,7 +460,10 @@ fn write_chunk(
     // Row ids first, so every row can name its neighbours and each table is written in one
     // statement without reading ids back.
     let earning = live.iter().filter(|pl| pl.points > 0).count();
-    let ids = take_ids(c, live.len(), earning)?;
+    let ids = match c.dialect() {
+        Dialect::Postgres => Ids::of_pg_rows(&pg_ids.unwrap_or_default(), live.len(), earning)?,
+        Dialect::Sqlite => sqlite_ids(c, live.len(), earning)?,
+    };
     let mut next_ledger = ids.ledger.into_iter();
     for (pl, event_id) in live.iter_mut().zip(ids.events) {
         pl.event_id = event_id;
@@ -573,45 +588,44 @@ struct Ids {
     ledger: Vec<(i64, i64)>,
 }
 
-fn take_ids(c: &mut dyn Conn, purchases: usize, earning: usize) -> Result<Ids> {
-    let short = || StoreError::Busy("the database gave too few ids".into());
-    match c.dialect() {
-        // Sequences hand out ids no other writer will; those of non-earning purchases' ledger
-        // ids are left unused (a gap, as a rolled-back insert would leave). The sequences'
-        // names are looked up once per statement: without MATERIALIZED PostgreSQL inlines
-        // the CTE and looks them up in the catalogue for every row (11 % of its time).
-        Dialect::Postgres => {
-            let rows = c.query(
-                "WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('events', 'id') AS e, pg_get_serial_sequence('txns', 'id') AS t, pg_get_serial_sequence('lots', 'id') AS l) SELECT nextval(s.e), CASE WHEN g <= $2 THEN nextval(s.t) END, CASE WHEN g <= $2 THEN nextval(s.l) END FROM s, generate_series(1, $1) AS g ORDER BY g",
-                &[(purchases as i64).into(), (earning as i64).into()],
-            )?;
-            if rows.len() != purchases {
-                return Err(short());
-            }
-            Ok(Ids {
-                events: rows.iter().map(|r| r.int(0)).collect(),
-                ledger: rows
-                    .iter()
-                    .take(earning)
-                    .map(|r| (r.int(1), r.int(2)))
-                    .collect(),
-            })
+/// Ids from the sequences (PostgreSQL): a row per purchase `g` up to `$1`, its event's id,
+/// and, for `g <= $2`, its transaction's and lot's. Sequences hand out ids no other writer
+/// will; ids left unused (purchases not posted, or not earning) are a gap, as a rolled-back
+/// insert would leave. The sequences' names are looked up once per statement: without
+/// MATERIALIZED PostgreSQL inlines the CTE and looks them up in the catalogue for every row
+/// (11 % of its time).
+const PG_IDS: &str = "WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('events', 'id') AS e, pg_get_serial_sequence('txns', 'id') AS t, pg_get_serial_sequence('lots', 'id') AS l) SELECT nextval(s.e), CASE WHEN g <= $2 THEN nextval(s.t) END, CASE WHEN g <= $2 THEN nextval(s.l) END FROM s, generate_series(1, $1) AS g ORDER BY g";
+
+impl Ids {
+    /// The first `purchases` event ids and `earning` ledger ids of [`PG_IDS`]'s rows.
+    fn of_pg_rows(rows: &[Row], purchases: usize, earning: usize) -> Result<Ids> {
+        if rows.len() < purchases || rows.iter().take(earning).any(|r| r.opt_int(1).is_none()) {
+            return Err(StoreError::Busy("the database gave too few ids".into()));
         }
-        // One writer: the next ids are the largest so far plus one, as SQLite would choose.
-        Dialect::Sqlite => {
-            let r = c
-                .query_one(
-                    "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM txns), (SELECT COALESCE(MAX(id), 0) FROM lots)",
-                    &[],
-                )?
-                .ok_or_else(short)?;
-            let (e, t, l) = (r.int(0), r.int(1), r.int(2));
-            Ok(Ids {
-                events: (1..=purchases as i64).map(|k| e + k).collect(),
-                ledger: (1..=earning as i64).map(|k| (t + k, l + k)).collect(),
-            })
-        }
+        Ok(Ids {
+            events: rows.iter().take(purchases).map(|r| r.int(0)).collect(),
+            ledger: rows
+                .iter()
+                .take(earning)
+                .map(|r| (r.int(1), r.int(2)))
+                .collect(),
+        })
     }
+}
+
+/// One writer: the next ids are the largest so far plus one, as SQLite would choose.
+fn sqlite_ids(c: &mut dyn Conn, purchases: usize, earning: usize) -> Result<Ids> {
+    let r = c
+        .query_one(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM txns), (SELECT COALESCE(MAX(id), 0) FROM lots)",
+            &[],
+        )?
+        .ok_or_else(|| StoreError::Busy("the database gave no ids".into()))?;
+    let (e, t, l) = (r.int(0), r.int(1), r.int(2));
+    Ok(Ids {
+        events: (1..=purchases as i64).map(|k| e + k).collect(),
+        ledger: (1..=earning as i64).map(|k| (t + k, l + k)).collect(),
+    })
 }
 
 /// One award row, as `awards::record` writes it.
