@@ -429,6 +429,34 @@ async fn an_adjustment_answers_the_stored_balance_and_is_the_members_activity(db
     assert_ledger_ok(&store).await;
 }
 
+/// `n` members, `buyer-0` on.
+async fn buyers(store: &Store, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(member(store, &format!("buyer-{i}")).await);
+    }
+    out
+}
+
+/// A 20.00 purchase by each buyer (order `o-<round>-<i>`), each task answering `done`.
+fn spawn_buys<T: Clone + Send + 'static>(
+    tasks: &mut tokio::task::JoinSet<T>,
+    store: &Store,
+    s: &ProgramSettings,
+    buyers: &[String],
+    round: usize,
+    done: T,
+) {
+    for (i, b) in buyers.iter().enumerate() {
+        let (store, s, b, done) = (store.clone(), s.clone(), b.clone(), done.clone());
+        let order = format!("o-{round}-{i}");
+        tasks.spawn(async move {
+            buy(&store, &s, &b, &order, "20.00", t0()).await;
+            done
+        });
+    }
+}
+
 /// A redemption refused in a batch of purchases is undone alone: its neighbours are kept and the
 /// batch is not sent round again (it used to be, with a savepoint per job, for every refusal).
 async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
@@ -437,21 +465,11 @@ async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
     let poor = member(&store, "poor").await;
     give(&store, &s, &poor, 10, t0()).await;
     let r = add_reward(&store, &s, reward(RewardKind::FixedDiscount, 100, None)).await;
-    let mut buyers = Vec::new();
-    for i in 0..30 {
-        buyers.push(member(&store, &format!("buyer-{i}")).await);
-    }
+    let buyers = buyers(&store, 30).await;
     let replays = store.metrics().replays.load(Ordering::Relaxed);
     let mut tasks = tokio::task::JoinSet::new();
     for round in 0..2 {
-        for (i, b) in buyers.iter().enumerate() {
-            let (store, s, b) = (store.clone(), s.clone(), b.clone());
-            let order = format!("o-{round}-{i}");
-            tasks.spawn(async move {
-                buy(&store, &s, &b, &order, "20.00", t0()).await;
-                true
-            });
-        }
+        spawn_buys(&mut tasks, &store, &s, &buyers, round, true);
         for _ in 0..3 {
             let (store, s, m, r) = (store.clone(), s.clone(), poor.clone(), r.clone());
             tasks.spawn(async move {
@@ -492,21 +510,11 @@ async fn a_refused_redemption_does_not_send_its_batch_round_again(db: TestDb) {
 async fn a_deferred_statement_that_fails_refuses_its_own_request_alone(db: TestDb) {
     let s = base_settings();
     let store = setup(&db, &s).await;
-    let mut buyers = Vec::new();
-    for i in 0..30 {
-        buyers.push(member(&store, &format!("buyer-{i}")).await);
-    }
+    let buyers = buyers(&store, 30).await;
     let replays = store.metrics().replays.load(Ordering::Relaxed);
     let mut tasks = tokio::task::JoinSet::new();
     for round in 0..2 {
-        for (i, b) in buyers.iter().enumerate() {
-            let (store, s, b) = (store.clone(), s.clone(), b.clone());
-            let order = format!("o-{round}-{i}");
-            tasks.spawn(async move {
-                buy(&store, &s, &b, &order, "20.00", t0()).await;
-                "bought"
-            });
-        }
+        spawn_buys(&mut tasks, &store, &s, &buyers, round, "bought");
         for (k, b) in buyers.iter().enumerate().take(4) {
             // Deferred, then read back: the read sees it.
             let (store2, id) = (store.clone(), format!("shop-{round}-{k}"));
@@ -637,10 +645,7 @@ async fn reads_sent_together_answer_in_order(db: TestDb) {
 async fn a_purchase_refused_before_writing_does_not_send_its_batch_round_again(db: TestDb) {
     let s = base_settings();
     let store = setup(&db, &s).await;
-    let mut buyers = Vec::new();
-    for i in 0..30 {
-        buyers.push(member(&store, &format!("buyer-{i}")).await);
-    }
+    let buyers = buyers(&store, 30).await;
     // Orders the tills will send again with another total, and keys they will use again for
     // another order.
     let key = |i: usize, hash: &str| IdemKey {
