@@ -272,8 +272,15 @@ pub fn migrate(c: &mut dyn Conn, now_micros: i64) -> Result<usize, DbError> {
         "CREATE TABLE IF NOT EXISTS fidelis_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
     )?;
     let mut ran = 0;
+    // On SQLite the write lock is taken at BEGIN, waiting its turn (busy timeout): a deferred
+    // BEGIN reads first and then fails at once, without waiting, if another connection wrote
+    // in between (a store still closing on the same file, another process starting).
+    let begin = match c.dialect() {
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+        Dialect::Postgres => "BEGIN",
+    };
     for (version, name, sql) in MIGRATIONS {
-        c.batch("BEGIN")?;
+        c.batch(begin)?;
         if c.dialect() == Dialect::Postgres {
             // Nodes starting together take turns; the lock ends with the transaction.
             c.batch("SELECT pg_advisory_xact_lock(7243011)")?;
