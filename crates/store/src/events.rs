@@ -2,7 +2,7 @@
 //! in the same transaction. An order id is unique per tenant: a resend of an order has one
 //! effect and answers with the first result, marked `duplicate`.
 
-use crate::conn::{Conn, Param, Row};
+use crate::conn::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::ledger::{self, Entry, NewLot, Txn, entry, expiry_for, lock_member, ts};
 use crate::model::{BalanceNow, CustomOutcome, PurchaseOutcome, RefundOutcome};
@@ -209,12 +209,18 @@ pub(crate) fn refund(
         c.dialect().for_update()
     );
     let by_order: &[Param<'_>] = &[tenant.into(), (&r.order_id).into()];
-    let [order, award_rows, cashback] = <[Vec<Row>; 3]>::try_from(c.query_all(&[
+    let mut asks: Vec<(&str, &[Param<'_>])> = vec![
         (&order_sql, by_order),
         (crate::awards::AWARDS_OF_ORDER, by_order),
         (crate::credit::CASHBACK_OF_ORDER, by_order),
-    ])?)
-    .map_err(|_| StoreError::Busy("a read of the order went missing; retry".into()))?;
+    ];
+    if c.dialect() == Dialect::Postgres {
+        asks.push((ledger::NEXT_IDS, &[]));
+    }
+    let mut answers = c.query_all(&asks)?.into_iter();
+    let mut next = || answers.next().unwrap_or_default();
+    let (order, award_rows, cashback, ids) = (next(), next(), next(), next());
+    let ahead = ledger::AheadIds::of(Some(&ids));
     let order = order
         .into_iter()
         .next()
@@ -245,10 +251,31 @@ pub(crate) fn refund(
     let occurred = r.occurred_at.timestamp_micros();
     let payload =
         serde_json::json!({ "refund_id": r.refund_id, "amount_minor": amount }).to_string();
-    let event_id = c.insert_id(
+    let event: [Param<'_>; 8] = [
+        tenant.into(),
+        member.as_str().into(),
+        (&r.order_id).into(),
+        occurred.into(),
+        now.into(),
+        amount.into(),
+        settings.currency.code().into(),
+        payload.as_str().into(),
+    ];
+    let event_id = match ahead.event {
+        Some(id) => {
+            let mut params = event.to_vec();
+            params.push(id.into());
+            c.defer(
+                "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, amount_minor, currency, payload, id) VALUES ($1, $2, 'refund', 'refund', $3, $4, $5, $6, $7, $8, $9)",
+                &params,
+            )?;
+            id
+        }
+        None => c.insert_id(
             "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, amount_minor, currency, payload) VALUES ($1, $2, 'refund', 'refund', $3, $4, $5, $6, $7, $8) RETURNING id",
-            &[tenant.into(), member.as_str().into(), (&r.order_id).into(), occurred.into(), now.into(), amount.into(), settings.currency.code().into(), payload.as_str().into()],
-    )?;
+            &event,
+        )?,
+    };
     // Each recorded award gives back what it gave for the refunded lines or amount; orders
     // recorded before awards were claw back in proportion to the order.
     let claw = match crate::awards::clawback(c, &award_rows, &r.what, amount, total)? {
@@ -287,7 +314,7 @@ pub(crate) fn refund(
             actor: None,
             now,
         };
-        let txn_id = ledger::insert_txn(c, &t)?;
+        let txn_id = ledger::insert_txn_as(c, &t, ahead.txn)?;
         let mut entries: Vec<Entry> = Vec::new();
         for (lot, n) in &plan.from_pending {
             ledger::take_lot(c, *lot, *n, "clawed_back")?;

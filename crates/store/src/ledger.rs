@@ -336,6 +336,46 @@ pub(crate) fn entry(account: Account, lot_id: Option<i64>, amount: i64) -> Entry
     }
 }
 
+/// Ids taken ahead from PostgreSQL's sequences, with a job's first reads ([`NEXT_IDS`]), so the
+/// rows that use them are inserted without waiting for an answer (`Conn::defer`): a round trip
+/// less each. None on SQLite, where an insert costs no round trip: the rows are inserted and
+/// their ids read back as usual. An id taken and not used (a job refused) is a gap, as a
+/// rolled-back insert leaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AheadIds {
+    pub event: Option<i64>,
+    pub txn: Option<i64>,
+}
+
+/// The next event's and transaction's ids (PostgreSQL), for [`AheadIds::of`].
+pub(crate) const NEXT_IDS: &str = "SELECT nextval(pg_get_serial_sequence('events', 'id')), nextval(pg_get_serial_sequence('txns', 'id'))";
+
+/// The next transaction's id only (PostgreSQL), for a job that records no event.
+pub(crate) const NEXT_TXN_ID: &str = "SELECT NULL, nextval(pg_get_serial_sequence('txns', 'id'))";
+
+impl AheadIds {
+    /// From [`NEXT_IDS`]'s row (none: nothing taken ahead).
+    pub(crate) fn of(rows: Option<&Vec<Row>>) -> AheadIds {
+        let row = rows.and_then(|r| r.first());
+        AheadIds {
+            event: row.and_then(|r| r.opt_int(0)),
+            txn: row.and_then(|r| r.opt_int(1)),
+        }
+    }
+}
+
+/// [`insert_txn`], under the id taken ahead if there is one (then deferred).
+pub(crate) fn insert_txn_as(c: &mut dyn Conn, t: &Txn<'_>, id: Option<i64>) -> Result<i64> {
+    let Some(id) = id else {
+        return insert_txn(c, t);
+    };
+    c.defer(
+        "INSERT INTO txns (tenant_id, member_id, kind, reason, event_id, order_id, actor, created_at, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[t.tenant.into(), t.member.into(), t.kind.into(), t.reason.into(), t.event_id.into(), t.order_id.into(), t.actor.into(), t.now.into(), id.into()],
+    )?;
+    Ok(id)
+}
+
 pub(crate) fn insert_txn(c: &mut dyn Conn, t: &Txn<'_>) -> Result<i64> {
     Ok(c.insert_id(
             "INSERT INTO txns (tenant_id, member_id, kind, reason, event_id, order_id, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",

@@ -4,7 +4,7 @@
 //! earliest-expiring lots, and a coupon with an unguessable code inserted. Coupons are burnt at
 //! the till with a conditional update on their status, so a code is used once.
 
-use crate::conn::{Conn, Dialect, Row};
+use crate::conn::{Conn, Dialect, Param, Row};
 use crate::error::{Result, StoreError};
 use crate::idem::IdemKey;
 use crate::ledger::{self, NewLot, Txn, lock_member, ts};
@@ -263,14 +263,20 @@ fn redeem(
     // the lock): one round trip on PostgreSQL.
     let reward_sql =
         format!("SELECT {REWARD_COLUMNS} FROM rewards WHERE tenant_id = $1 AND id = $2");
-    let answers = c.query_all(&[
-        (
-            ledger::LOCK_ACTIVE_MEMBER,
-            &[tenant.into(), member.into(), now.into(), now.into()],
-        ),
-        (&reward_sql, &[tenant.into(), reward_id.into()]),
-        (&ledger::open_lots_sql(), &[tenant.into(), member.into()]),
-    ])?;
+    let lock: &[Param<'_>] = &[tenant.into(), member.into(), now.into(), now.into()];
+    let by_reward: &[Param<'_>] = &[tenant.into(), reward_id.into()];
+    let by_member: &[Param<'_>] = &[tenant.into(), member.into()];
+    let lots_sql = ledger::open_lots_sql();
+    let mut asks: Vec<(&str, &[Param<'_>])> = vec![
+        (ledger::LOCK_ACTIVE_MEMBER, lock),
+        (&reward_sql, by_reward),
+        (&lots_sql, by_member),
+    ];
+    if c.dialect() == Dialect::Postgres {
+        asks.push((ledger::NEXT_TXN_ID, &[]));
+    }
+    let answers = c.query_all(&asks)?;
+    let ahead = ledger::AheadIds::of(answers.get(3));
     let first = |i: usize| answers.get(i).and_then(|rows| rows.first());
     let state = first(0)
         .map(ledger::member_state)
@@ -343,7 +349,7 @@ fn redeem(
             actor: None,
             now,
         };
-        let id = ledger::insert_txn(c, &t)?;
+        let id = ledger::insert_txn_as(c, &t, ahead.txn)?;
         let counter = if def.kind == RewardKind::CharityDonation {
             Account::Donated
         } else {
