@@ -228,6 +228,68 @@ async fn points_expire_exactly_at_their_expiry_date(db: TestDb) {
     assert_ledger_ok(&store).await;
 }
 
+/// The expiry job finds due lots through `lots_expiring`, which holds only lots that have a
+/// date: a lot that never expires (a programme without expiry, or points earned before it had
+/// one) is not an entry of it. Both databases must still see that the job's query can use it.
+async fn the_expiry_index_serves_the_job_and_holds_only_lots_with_a_date(db: TestDb) {
+    let s = settings(
+        0,
+        ExpiryPolicy::AfterEarning { months: 12 },
+        RefundPolicy::AllowNegative,
+    );
+    let never = settings(0, ExpiryPolicy::None, RefundPolicy::AllowNegative);
+    let store = setup(&db, &s).await;
+    let m = member(&store, "c1").await;
+    buy(&store, &never, &m, "o-never", "40.00", t0()).await;
+    let out = buy(&store, &s, &m, "o-dated", "100.00", t0()).await;
+    assert_eq!(out.expires_at.as_deref(), Some("2027-03-10T12:00:00Z"));
+    let (plan, definition) = store
+        .read(|c| {
+            let sqlite = c.dialect() == fidelis_store::Dialect::Sqlite;
+            let plan: Vec<String> = if sqlite {
+                let sql = format!("EXPLAIN QUERY PLAN {}", fidelis_store::EXPIRY_DUE_LOTS);
+                c.query(&sql, &[T.into(), 0i64.into(), 10i64.into()])?
+                    .iter()
+                    .map(|r| r.text(3))
+                    .collect()
+            } else {
+                // Small tables are read whole when the planner may; forbidden that, it uses the
+                // index only if the index answers the query.
+                c.batch("SET enable_seqscan = off")?;
+                let sql = format!("EXPLAIN {}", fidelis_store::EXPIRY_DUE_LOTS)
+                    .replace("$1", &format!("'{T}'"))
+                    .replace("$2", "0")
+                    .replace("$3", "10");
+                let plan = c.query(&sql, &[]);
+                c.batch("RESET enable_seqscan")?;
+                plan?.iter().map(|r| r.text(0)).collect()
+            };
+            let definition = if sqlite {
+                "SELECT sql FROM sqlite_master WHERE name = 'lots_expiring'"
+            } else {
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'lots_expiring'"
+            };
+            let definition = c.query(definition, &[])?.first().map(|r| r.text(0));
+            Ok((plan.join("\n"), definition.unwrap_or_default()))
+        })
+        .await
+        .expect("plan");
+    assert!(plan.contains("lots_expiring"), "the job's plan: {plan}");
+    assert!(
+        definition.contains("expires_at IS NOT NULL"),
+        "the index: {definition}"
+    );
+    let exp = fidelis_core::time::parse("2027-03-10T12:00:00Z").expect("time");
+    let r = store.run_jobs(us(exp)).await.expect("jobs");
+    assert_eq!((r.expired_lots, r.expired_points), (1, 100));
+    assert_eq!(
+        balance(&store, &s, &m).await,
+        (40, 0),
+        "the lot without a date stays"
+    );
+    assert_ledger_ok(&store).await;
+}
+
 async fn inactivity_expires_the_whole_balance_after_n_months_without_activity(db: TestDb) {
     let s = settings(
         0,
@@ -994,6 +1056,7 @@ async fn reads_grouped_together_are_each_members_own(db: TestDb) {
 on_both!(
     pending_points_mature_exactly_at_the_end_of_the_return_window,
     points_expire_exactly_at_their_expiry_date,
+    the_expiry_index_serves_the_job_and_holds_only_lots_with_a_date,
     inactivity_expires_the_whole_balance_after_n_months_without_activity,
     debits_consume_the_earliest_expiring_lots_first,
     refunds_claw_back_proportionally_and_never_more_than_was_bought,

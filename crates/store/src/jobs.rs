@@ -119,12 +119,7 @@ pub(crate) fn expire(
 ) -> Result<bool> {
     let (due, full) = match settings.expiry {
         ExpiryPolicy::None => return Ok(false),
-        ExpiryPolicy::AfterEarning { .. } => due_lots(
-            c,
-            "SELECT id, member_id, remaining FROM lots WHERE tenant_id = $1 AND state = 'available' AND remaining > 0 AND expires_at <= $2 LIMIT $3",
-            tenant,
-            now,
-        )?,
+        ExpiryPolicy::AfterEarning { .. } => due_lots(c, EXPIRY_DUE_LOTS, tenant, now)?,
         ExpiryPolicy::Inactivity { months } => inactive_lots(c, tenant, months, now)?,
     };
     let reason = match settings.expiry {
@@ -174,6 +169,11 @@ pub(crate) fn expire(
 }
 
 /// Members whose last activity is `months` or more before `now`, with their available lots.
+/// The lots whose expiry date has come (`$1` the tenant, `$2` now, `$3` how many): found
+/// through `lots_expiring`, which holds only lots with a date (its predicate is implied by
+/// `expires_at <= $2`; a conformance test checks that both databases use it).
+pub const EXPIRY_DUE_LOTS: &str = "SELECT id, member_id, remaining FROM lots WHERE tenant_id = $1 AND state = 'available' AND remaining > 0 AND expires_at <= $2 LIMIT $3";
+
 fn inactive_lots(
     c: &mut dyn Conn,
     tenant: &str,

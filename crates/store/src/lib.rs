@@ -36,6 +36,8 @@ pub mod web;
 pub use conn::{Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
 pub use error::StoreError;
 pub use idem::IdemKey;
+#[doc(hidden)]
+pub use jobs::EXPIRY_DUE_LOTS;
 pub use ledger::MAX_PAGE;
 pub use members::LookupBy;
 pub use runtime::{Backend, Store, StoreOptions};

@@ -15,7 +15,36 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "event_kind_in_byte_order", EVENT_KIND_IN_BYTE_ORDER),
     (10, "expiring_on_member_row", EXPIRING_ON_MEMBER_ROW),
     (11, "expiring_listed", EXPIRING_LISTED),
+    (
+        12,
+        "never_expiring_lots_unindexed",
+        NEVER_EXPIRING_LOTS_UNINDEXED,
+    ),
+    (
+        13,
+        "entries_found_by_transaction",
+        ENTRIES_FOUND_BY_TRANSACTION,
+    ),
 ];
+
+/// Every purchase's lot was an entry of the expiry index, including lots that never expire
+/// (a programme without expiry, or points earned before it had one), which the expiry job,
+/// looking for `expires_at <= now`, can never select. They are left out: one B-tree insert
+/// less per purchase in such a programme, and one delete less when the lot is spent. Both
+/// databases prove from the job's `expires_at <= $2` that the index applies.
+const NEVER_EXPIRING_LOTS_UNINDEXED: &str = r#"
+DROP INDEX lots_expiring;
+CREATE INDEX lots_expiring ON lots (tenant_id, expires_at) WHERE state = 'available' AND remaining > 0 AND expires_at IS NOT NULL;
+"#;
+
+/// A ledger entry is only ever read with its transaction (`entries_by_txn`), by sums over a
+/// tenant or member, or by the verifier; nothing looks one up by its id. On PostgreSQL the
+/// primary key on `id` was a second index per entry (two entries per purchase, so two
+/// B-tree inserts of the dozen and a half a purchase made); the id stays, taken from its
+/// sequence, unique by construction. On SQLite the id is the row's own key and costs nothing.
+const ENTRIES_FOUND_BY_TRANSACTION: &str = r#"-- PostgreSQL only
+ALTER TABLE entries DROP CONSTRAINT entries_pkey;
+"#;
 
 /// A balance read listed the member's soonest expiry dates by reading every lot with points
 /// left (through the member's transactions): with years of points that expire after earning,
