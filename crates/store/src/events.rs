@@ -172,6 +172,9 @@ pub(crate) fn purchase(
     Ok(outcome)
 }
 
+/// The member an order was recorded for (`$1` the tenant, `$2` the order id).
+const MEMBER_OF_ORDER: &str = "SELECT member_id FROM orders WHERE tenant_id = $1 AND order_id = $2";
+
 pub(crate) fn refund(
     c: &mut dyn Conn,
     tenant: &str,
@@ -202,24 +205,34 @@ pub(crate) fn refund(
             return Ok(first);
         }
     }
-    // The order, locked, with its awards and its cashback: one round trip on PostgreSQL (the
-    // reads after the lock see what the last refund of the order wrote).
+    // The order, locked, with its awards and its cashback, then the order's member, locked,
+    // and the member's open lots: one round trip on PostgreSQL. Each read runs after the locks
+    // before it, so it sees what the last refund of the order, and the member's last write,
+    // committed. The order is locked before its member, as a second refund of it does.
+    let for_update = c.dialect().for_update();
     let order_sql = format!(
-        "SELECT member_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines FROM orders WHERE tenant_id = $1 AND order_id = $2 AND result IS NOT NULL{}",
-        c.dialect().for_update()
+        "SELECT member_id, total_minor, lines, awarded, refunded_minor, clawed_back, refunded_lines FROM orders WHERE tenant_id = $1 AND order_id = $2 AND result IS NOT NULL{for_update}"
     );
+    let member_sql = format!(
+        "SELECT available, pending FROM members WHERE tenant_id = $1 AND id = ({MEMBER_OF_ORDER}){for_update}"
+    );
+    let lots_sql =
+        ledger::open_lots_sql().replace("m.id = $2", &format!("m.id = ({MEMBER_OF_ORDER})"));
     let by_order: &[Param<'_>] = &[tenant.into(), (&r.order_id).into()];
     let mut asks: Vec<(&str, &[Param<'_>])> = vec![
         (&order_sql, by_order),
         (crate::awards::AWARDS_OF_ORDER, by_order),
         (crate::credit::CASHBACK_OF_ORDER, by_order),
+        (&member_sql, by_order),
+        (&lots_sql, by_order),
     ];
     if c.dialect() == Dialect::Postgres {
         asks.push((ledger::NEXT_IDS, &[]));
     }
     let mut answers = c.query_all(&asks)?.into_iter();
     let mut next = || answers.next().unwrap_or_default();
-    let (order, award_rows, cashback, ids) = (next(), next(), next(), next());
+    let (order, award_rows, cashback) = (next(), next(), next());
+    let (member_rows, lot_rows, ids) = (next(), next(), next());
     let ahead = ledger::AheadIds::of(Some(&ids));
     let order = order
         .into_iter()
@@ -245,9 +258,11 @@ pub(crate) fn refund(
             r.order_id, refunded_before, total
         )));
     }
-    // The member, locked, and its open lots (read after the lock), in one round trip.
-    let (state, lots) = ledger::lock_member_with_lots(c, tenant, &member)?;
-    let state = state.ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    let state = member_rows
+        .first()
+        .map(ledger::member_state)
+        .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
+    let lots = ledger::lot_rows(&lot_rows);
     let occurred = r.occurred_at.timestamp_micros();
     let payload =
         serde_json::json!({ "refund_id": r.refund_id, "amount_minor": amount }).to_string();

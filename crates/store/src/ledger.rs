@@ -287,29 +287,6 @@ pub(crate) fn lot_rows(rows: &[Row]) -> Vec<LotRow> {
         .collect()
 }
 
-/// [`lock_member`] and the member's open lots, read after the lock: one round trip on
-/// PostgreSQL.
-pub(crate) fn lock_member_with_lots(
-    c: &mut dyn Conn,
-    tenant: &str,
-    member: &str,
-) -> Result<(Option<MemberState>, Vec<LotRow>)> {
-    let lock = format!(
-        "SELECT available, pending FROM members WHERE tenant_id = $1 AND id = $2{}",
-        c.dialect().for_update()
-    );
-    let by_member: &[Param<'_>] = &[tenant.into(), member.into()];
-    let answers = c.query_all(&[(&lock, by_member), (&open_lots_sql(), by_member)])?;
-    let state = answers
-        .first()
-        .and_then(|rows| rows.first())
-        .map(member_state);
-    Ok((
-        state,
-        answers.get(1).map_or_else(Vec::new, |rows| lot_rows(rows)),
-    ))
-}
-
 /// The header of a journal transaction.
 pub(crate) struct Txn<'a> {
     pub tenant: &'a str,
