@@ -481,6 +481,22 @@ fn sync_directory_of(file: &std::path::Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// The checkpointer keeps right behind the writer from three quarters of the way to the
+    /// restart; before, and well past it (a long reader holding the restart off), it copies at
+    /// its usual pace.
+    #[test]
+    fn the_checkpointer_catches_up_only_close_to_the_restart() {
+        let restart = super::RESTART_FRAMES;
+        assert!(!super::catching_up(0, restart));
+        assert!(!super::catching_up(restart / 2, restart));
+        assert!(!super::catching_up(restart / 4 * 3 - 1, restart));
+        assert!(super::catching_up(restart / 4 * 3, restart));
+        assert!(super::catching_up(restart, restart));
+        assert!(super::catching_up(restart / 4 * 5 - 1, restart));
+        assert!(!super::catching_up(restart / 4 * 5, restart));
+        assert!(!super::catching_up(restart * 4, restart));
+    }
+
     /// A WAL named with or without a directory: its directory is found and synced.
     #[test]
     fn the_directory_of_a_wal_is_synced_wherever_it_is() {
