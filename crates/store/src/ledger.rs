@@ -190,13 +190,25 @@ pub(crate) fn stored_expiring(text: &str) -> Result<SoonestExpiring> {
 }
 
 /// The member's soonest expiry dates, listed from the lots with points left.
+///
+/// Pending lots are left out by the sum and `HAVING`, not by a `state` condition: with one,
+/// the conditions would imply `lots_expiring`'s, and PostgreSQL, whose statistics saw the lots
+/// while most were pending (a history posted at once, matured later), took that index for a
+/// few rows and read all of it for each of the member's transactions (2-3 ms a call on the
+/// demo's 21,000 lots, growing with the tenant's lots, against 0.2 ms through `lots_by_txn`).
+pub fn expiring_from_lots_sql() -> String {
+    format!(
+        "SELECT l.expires_at, CAST(SUM(CASE WHEN l.state = 'available' THEN l.remaining ELSE 0 END) AS BIGINT) FROM {OPEN_LOTS} AND l.expires_at IS NOT NULL GROUP BY l.expires_at HAVING SUM(CASE WHEN l.state = 'available' THEN l.remaining ELSE 0 END) > 0 ORDER BY l.expires_at LIMIT $3"
+    )
+}
+
 pub(crate) fn expiring_from_lots(
     c: &mut dyn Conn,
     tenant: &str,
     member: &str,
 ) -> Result<SoonestExpiring> {
     let rows = c.query(
-        &format!("SELECT l.expires_at, CAST(SUM(l.remaining) AS BIGINT) FROM {OPEN_LOTS} AND l.state = 'available' AND l.expires_at IS NOT NULL GROUP BY l.expires_at ORDER BY l.expires_at LIMIT $3"),
+        &expiring_from_lots_sql(),
         &[tenant.into(), member.into(), (EXPIRING_KEPT as i64).into()],
     )?;
     Ok(SoonestExpiring(

@@ -39,6 +39,8 @@ pub use idem::IdemKey;
 #[doc(hidden)]
 pub use jobs::EXPIRY_DUE_LOTS;
 pub use ledger::MAX_PAGE;
+#[doc(hidden)]
+pub use ledger::expiring_from_lots_sql;
 pub use members::LookupBy;
 pub use runtime::{Backend, Store, StoreOptions};
 pub use tenancy::hash_key;
