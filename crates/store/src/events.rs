@@ -216,8 +216,7 @@ pub(crate) fn refund(
     let member_sql = format!(
         "SELECT available, pending FROM members WHERE tenant_id = $1 AND id = ({MEMBER_OF_ORDER}){for_update}"
     );
-    let lots_sql =
-        ledger::open_lots_sql().replace("m.id = $2", &format!("m.id = ({MEMBER_OF_ORDER})"));
+    let lots_sql = ledger::open_lots_sql_of(&format!("({MEMBER_OF_ORDER})"));
     let by_order: &[Param<'_>] = &[tenant.into(), (&r.order_id).into()];
     let mut asks: Vec<(&str, &[Param<'_>])> = vec![
         (&order_sql, by_order),

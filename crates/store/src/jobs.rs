@@ -168,12 +168,12 @@ pub(crate) fn expire(
     Ok(full)
 }
 
-/// Members whose last activity is `months` or more before `now`, with their available lots.
 /// The lots whose expiry date has come (`$1` the tenant, `$2` now, `$3` how many): found
 /// through `lots_expiring`, which holds only lots with a date (its predicate is implied by
 /// `expires_at <= $2`; a conformance test checks that both databases use it).
 pub const EXPIRY_DUE_LOTS: &str = "SELECT id, member_id, remaining FROM lots WHERE tenant_id = $1 AND state = 'available' AND remaining > 0 AND expires_at <= $2 LIMIT $3";
 
+/// Members whose last activity is `months` or more before `now`, with their available lots.
 fn inactive_lots(
     c: &mut dyn Conn,
     tenant: &str,
@@ -200,7 +200,7 @@ fn inactive_lots(
             .query(
                 &format!(
                     "SELECT l.id, l.remaining FROM {} AND l.state = 'available' ORDER BY l.id",
-                    crate::ledger::OPEN_LOTS
+                    crate::ledger::open_lots_of("$2")
                 ),
                 &[tenant.into(), m.text(0).as_str().into()],
             )?

@@ -96,10 +96,15 @@ impl LotRow {
     }
 }
 
-/// The member's lots with points left, `l`, for a query's `FROM`: `$1` the tenant, `$2` the
-/// member. They are found through the member's transactions from the member row's
-/// `open_lots_from` mark (no index of lots by member: it cost a random page per purchase).
-pub(crate) const OPEN_LOTS: &str = "members m JOIN txns t ON t.tenant_id = m.tenant_id AND t.member_id = m.id AND t.id >= m.open_lots_from JOIN lots l ON l.txn_id = t.id WHERE m.tenant_id = $1 AND m.id = $2 AND l.member_id = m.id AND l.remaining > 0";
+/// The member's lots with points left, `l`, for a query's `FROM`: `$1` the tenant, `member`
+/// the SQL that gives the member's id (`$2`, or a subquery). They are found through the
+/// member's transactions from the member row's `open_lots_from` mark (no index of lots by
+/// member: it cost a random page per purchase).
+pub(crate) fn open_lots_of(member: &str) -> String {
+    format!(
+        "members m JOIN txns t ON t.tenant_id = m.tenant_id AND t.member_id = m.id AND t.id >= m.open_lots_from JOIN lots l ON l.txn_id = t.id WHERE m.tenant_id = $1 AND m.id = {member} AND l.member_id = m.id AND l.remaining > 0"
+    )
+}
 
 /// Whether `takes` (lot id, points) empty any of the member's `open` lots: only then can the
 /// mark move.
@@ -198,7 +203,8 @@ pub(crate) fn stored_expiring(text: &str) -> Result<SoonestExpiring> {
 /// demo's 21,000 lots, growing with the tenant's lots, against 0.2 ms through `lots_by_txn`).
 pub fn expiring_from_lots_sql() -> String {
     format!(
-        "SELECT l.expires_at, CAST(SUM(CASE WHEN l.state = 'available' THEN l.remaining ELSE 0 END) AS BIGINT) FROM {OPEN_LOTS} AND l.expires_at IS NOT NULL GROUP BY l.expires_at HAVING SUM(CASE WHEN l.state = 'available' THEN l.remaining ELSE 0 END) > 0 ORDER BY l.expires_at LIMIT $3"
+        "SELECT l.expires_at, CAST(SUM(CASE WHEN l.state = 'available' THEN l.remaining ELSE 0 END) AS BIGINT) FROM {} AND l.expires_at IS NOT NULL GROUP BY l.expires_at HAVING SUM(CASE WHEN l.state = 'available' THEN l.remaining ELSE 0 END) > 0 ORDER BY l.expires_at LIMIT $3",
+        open_lots_of("$2")
     )
 }
 
@@ -281,8 +287,14 @@ pub(crate) fn open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<
 
 /// The member's open lots, oldest first; parameters tenant and member.
 pub(crate) fn open_lots_sql() -> String {
+    open_lots_sql_of("$2")
+}
+
+/// [`open_lots_sql`] for the member `member` gives (see [`open_lots_of`]).
+pub(crate) fn open_lots_sql_of(member: &str) -> String {
     format!(
-        "SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id FROM {OPEN_LOTS} ORDER BY l.id"
+        "SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id FROM {} ORDER BY l.id",
+        open_lots_of(member)
     )
 }
 

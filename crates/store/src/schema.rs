@@ -55,7 +55,7 @@ const EXPIRING_ON_MEMBER_ROW: &str = r#"
 ALTER TABLE members ADD COLUMN expiring TEXT NOT NULL DEFAULT '[]';
 "#;
 
-/// The lots' soonest expiry dates per member, found as `ledger::OPEN_LOTS` finds them (from the
+/// The lots' soonest expiry dates per member, found as `ledger::open_lots_of` finds them (from the
 /// member's open-lots mark, through the member's transactions: there is no index of lots by
 /// member). `{JSON_PAIRS}` is each database's JSON array of `[g.e, g.p]` in date order.
 const EXPIRING_LISTED: &str = r#"

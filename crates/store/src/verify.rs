@@ -107,7 +107,7 @@ pub(crate) fn verify(c: &mut dyn Conn, tenant: &str) -> Result<VerifyReport> {
         .map(|r| format!("{}/{}: available {} pending {}, lots hold {} and {}", r.text(0), r.text(1), r.int(2), r.int(3), r.int(4), r.int(5)))
         .collect();
     // A lot with points left is found through its member's transactions from the member
-    // row's mark (`ledger::OPEN_LOTS`); one the mark has passed would be invisible.
+    // row's mark (`ledger::open_lots_of`); one the mark has passed would be invisible.
     report.lot_mismatches.extend(
         c.query(
             "SELECT l.tenant_id, l.member_id, l.id FROM lots l JOIN members m ON m.tenant_id = l.tenant_id AND m.id = l.member_id
