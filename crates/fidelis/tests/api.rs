@@ -698,6 +698,14 @@ async fn purchase_by_unknown_external_id_is_404_without_auto_enroll(
         "{}",
         metrics.text
     );
+    // A handful of writes leaves the write-ahead log far from its restart: no writer paused.
+    for line in [
+        "fidelis_store_wal_restarts_total 0",
+        "fidelis_store_wal_restart_micros_total 0",
+        "fidelis_store_wal_restart_micros_max 0",
+    ] {
+        assert!(metrics.text.contains(line), "{line}: {}", metrics.text);
+    }
     s.get("/api/v1/members/lookup?external_id=stranger-1", &s.pos)
         .await
         .problem(404);

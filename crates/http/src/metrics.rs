@@ -108,6 +108,16 @@ impl Metrics {
                 &store.read_hold_micros_total,
             ),
             (
+                "fidelis_store_wal_restarts_total",
+                "Times a writer started the SQLite write-ahead log over, running no batch meanwhile.",
+                &store.wal_restarts,
+            ),
+            (
+                "fidelis_store_wal_restart_micros_total",
+                "Time writers were held starting the write-ahead log over.",
+                &store.wal_restart_micros_total,
+            ),
+            (
                 "fidelis_store_commits_failed_total",
                 "Group commits that failed (no job acknowledged).",
                 &store.commits_failed,
@@ -139,6 +149,11 @@ impl Metrics {
             out,
             "# HELP fidelis_store_max_batch Largest group commit seen.\n# TYPE fidelis_store_max_batch gauge\nfidelis_store_max_batch {}",
             store.max_batch_seen.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP fidelis_store_wal_restart_micros_max Longest time a writer was held starting the write-ahead log over.\n# TYPE fidelis_store_wal_restart_micros_max gauge\nfidelis_store_wal_restart_micros_max {}",
+            store.wal_restart_micros_max.load(Ordering::Relaxed)
         );
         out
     }

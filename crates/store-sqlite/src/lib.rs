@@ -319,8 +319,8 @@ impl Conn for SqliteConn {
     /// writer's first restart of the WAL would, 128 MiB later). Without it a file system that does
     /// not order a new file's name before its data could lose the whole WAL, acknowledged
     /// commits with it, in a power cut right after a fresh start.
-    fn after_commit(&mut self) {
-        self.restart_wal_when_due();
+    fn after_commit(&mut self) -> bool {
+        self.restart_wal_when_due()
     }
 
     fn durability(&self) -> Option<fidelis_store::conn::Sync> {
@@ -410,16 +410,16 @@ impl SqliteConn {
     /// After a commit: when due, copies what the checkpointer has not yet and waits (briefly)
     /// for the readers of older frames, so that the next commit writes the WAL from its start
     /// again. Skipped while the checkpointer copies (tried again after the next commit); a
-    /// failure only leaves the WAL longer for a while.
-    fn restart_wal_when_due(&mut self) {
+    /// failure only leaves the WAL longer for a while. True when it ran.
+    fn restart_wal_when_due(&mut self) -> bool {
         let Some(shared) = &self.checkpoints else {
-            return;
+            return false;
         };
         if WAL_FRAMES.get() < shared.restart_frames {
-            return;
+            return false;
         }
         let Ok(_running) = shared.running.try_lock() else {
-            return;
+            return false;
         };
         WAL_FRAMES.set(0);
         let _ = self.conn.busy_timeout(RESTART_WAIT);
@@ -427,6 +427,7 @@ impl SqliteConn {
             .conn
             .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
         let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        true
     }
 
     fn run(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
@@ -537,18 +538,22 @@ mod tests {
             })
         };
         // 200 commits of 100 rows of 4,000 bytes: about 80 MB of frames in all.
+        let mut restarts = 0;
         for _ in 0..200 {
             w.batch("BEGIN").expect("begin");
             w.execute("WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 100) INSERT INTO t (v) SELECT randomblob(4000) FROM g", &[])
                 .expect("insert");
             w.batch("COMMIT").expect("commit");
-            w.after_commit();
+            restarts += u32::from(w.after_commit());
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         stop.store(true, Ordering::Relaxed);
         assert!(reading.join().expect("reader thread") > 0);
         let wal = std::fs::metadata(dir.join("t.db-wal")).expect("WAL").len();
         assert!(wal < 32 << 20, "the WAL grew to {wal} bytes");
+        // Each restart is a pause of the writer, counted as one (`Conn::after_commit`): about
+        // one commit in three here (100 frames a commit, 256 to a restart), never every one.
+        assert!((10..150).contains(&restarts), "{restarts} restarts");
         drop((w, db));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -148,8 +148,11 @@ pub trait Conn: Send {
 
     /// Called by the writer once a committed batch is on its way to being acknowledged:
     /// upkeep that must run on the writing connection but need not hold up that batch's
-    /// answers (SQLite starts its WAL over here). Nothing by default.
-    fn after_commit(&mut self) {}
+    /// answers (SQLite starts its WAL over here). True when that upkeep ran (the writer's time
+    /// it took is counted as a pause, `StoreMetrics::wal_restarts`). Nothing by default.
+    fn after_commit(&mut self) -> bool {
+        false
+    }
 
     /// For a connection whose COMMIT returns before the commit is on disk: a function that
     /// makes everything committed so far durable, called from another thread before any of

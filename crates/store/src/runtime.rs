@@ -197,6 +197,12 @@ pub struct StoreMetrics {
     /// Reads held until what they saw was durable (SQLite, see `fence`), and how long.
     pub reads_held: AtomicU64,
     pub read_hold_micros_total: AtomicU64,
+    /// Times a writer started SQLite's WAL over (`Conn::after_commit`), and how long it was
+    /// held in all and at most: it copies what the checkpointer had not yet, syncs the
+    /// database file and waits for readers of older frames, and runs no batch meanwhile.
+    pub wal_restarts: AtomicU64,
+    pub wal_restart_micros_total: AtomicU64,
+    pub wal_restart_micros_max: AtomicU64,
 }
 
 struct Inner {
@@ -872,7 +878,17 @@ fn writer_loop(
             }
         }
         if committed {
-            c.after_commit();
+            let started = Instant::now();
+            if c.after_commit() {
+                let micros = started.elapsed().as_micros() as u64;
+                metrics.wal_restarts.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .wal_restart_micros_total
+                    .fetch_add(micros, Ordering::Relaxed);
+                metrics
+                    .wal_restart_micros_max
+                    .fetch_max(micros, Ordering::Relaxed);
+            }
         }
     }
 }
