@@ -197,16 +197,28 @@ impl Sqlite {
                 // The WAL's length in frames at the last look: a change means writes came in.
                 let mut last_log = -1;
                 let mut pause = CHECKPOINT_IDLE;
+                // The database file, to start writing back what each copy wrote (see
+                // `start_writeback`); without it the copies are only left to the writer's sync.
+                let database = std::fs::File::open(&path).ok();
+                // Frames copied back at the last look: a change means this pass wrote pages.
+                let mut last_copied = -1;
                 while shared.alive.load(Ordering::Relaxed) {
                     std::thread::sleep(pause);
                     let copied = {
                         let _running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
                         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                            r.get::<_, i64>(1)
+                            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                         })
                     };
                     match copied {
-                        Ok(log) => {
+                        Ok((log, copied)) => {
+                            if copied != last_copied
+                                && let Some(file) = &database
+                                && let Err(e) = start_writeback(file)
+                            {
+                                tracing::debug!(error = %e, "cannot start writing the database file back");
+                            }
+                            last_copied = copied;
                             pause = if log == last_log {
                                 CHECKPOINT_IDLE
                             } else if catching_up(log, shared.restart_frames) {
@@ -230,6 +242,41 @@ impl Sqlite {
         }
         ours
     }
+}
+
+/// Asks the kernel to start writing the file's dirty pages to disk, without waiting for it
+/// and without a sync. SQLite syncs the database file only after a copy that reached the WAL's
+/// end, which a copy beside a busy writer seldom does, so the pages copied over a whole cycle
+/// of the WAL used to wait in the page cache for the writer's sync when it starts the WAL
+/// over, the one sync that holds the writer (a trace: 12-31 ms, every other part of the pause
+/// well under 1 ms). Started after each copy, most of them are on disk by then: paced at
+/// 10,000 purchases/s for 45 s, that pause went from 20-25 to 14-19 ms on average and the
+/// p99 from 38-45 to 27-36 ms; the WAL's syncs, sharing the disk, from 0.4 to 0.55-0.65 ms
+/// and the p50 from 1.5 to 1.9-2.9 ms (docs/PERFORMANCE.md). Durability is unchanged: this
+/// only starts writes that the sync SQLite makes would have made anyway.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        fn sync_file_range(fd: i32, offset: i64, nbytes: i64, flags: u32) -> i32;
+    }
+    /// Start writing back dirty pages not already being written; do not wait.
+    const SYNC_FILE_RANGE_WRITE: u32 = 2;
+    // SAFETY: a system call on a descriptor `file` keeps open; offset 0 and length 0 mean
+    // the whole file, and it reads or writes no memory of ours.
+    let r = unsafe { sync_file_range(file.as_raw_fd(), 0, 0, SYNC_FILE_RANGE_WRITE) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the pages wait for SQLite's sync, as they always did.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Whether the WAL (`frames` long) is close enough to the writer's restart for the
@@ -506,6 +553,17 @@ mod tests {
         super::sync_directory_of(std::path::Path::new("fidelis-x.db-wal")).expect("bare name");
         let missing = dir.join("fidelis-no-such-directory").join("x.db-wal");
         assert!(super::sync_directory_of(&missing).is_err());
+    }
+
+    /// Writing back starts on the database file as the checkpointer opens it (read-only):
+    /// an error there would only be logged, and the writer's pauses would quietly grow again.
+    #[test]
+    fn writing_back_starts_on_a_read_only_database_file() {
+        let path = std::env::temp_dir().join(format!("fidelis-writeback-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 1 << 16]).expect("a file with dirty pages");
+        let file = std::fs::File::open(&path).expect("read-only");
+        super::start_writeback(&file).expect("writing back starts");
+        let _ = std::fs::remove_file(&path);
     }
 
     /// Large commits under steady reads, as in an import: the WAL starts over each time it
