@@ -735,7 +735,7 @@ struct WritePath {
     /// Reads held until what they saw was durable (SQLite), and how long in all.
     reads_held: f64,
     hold_micros: f64,
-    /// Times the SQLite WAL started over, the writer held in all and at most.
+    /// Times the writer stopped to start the SQLite WAL over, and how long in all and at most.
     wal_restarts: f64,
     restart_micros: f64,
     restart_micros_max: f64,
@@ -1171,7 +1171,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             // The writer runs no batch while it starts the WAL over: what arrives meanwhile
             // waits, which is where a paced run's p99 comes from (docs/PERFORMANCE.md).
             println!(
-                "WAL started over {:.0} times, holding the writer {:.1} ms mean, {:.1} ms at most",
+                "writer held {:.0} times to start the WAL over, {:.1} ms mean, {:.1} ms at most",
                 w.wal_restarts,
                 w.restart_micros / w.wal_restarts / 1000.0,
                 w.restart_micros_max / 1000.0

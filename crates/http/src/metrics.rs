@@ -109,7 +109,7 @@ impl Metrics {
             ),
             (
                 "fidelis_store_wal_restarts_total",
-                "Times a writer started the SQLite write-ahead log over, running no batch meanwhile.",
+                "Times a writer stopped running batches to start the SQLite write-ahead log over (it stays as it is when a reader still reads older frames; tried again after the next commit).",
                 &store.wal_restarts,
             ),
             (

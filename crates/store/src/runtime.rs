@@ -197,9 +197,11 @@ pub struct StoreMetrics {
     /// Reads held until what they saw was durable (SQLite, see `fence`), and how long.
     pub reads_held: AtomicU64,
     pub read_hold_micros_total: AtomicU64,
-    /// Times a writer started SQLite's WAL over (`Conn::after_commit`), and how long it was
-    /// held in all and at most: it copies what the checkpointer had not yet, syncs the
-    /// database file and waits for readers of older frames, and runs no batch meanwhile.
+    /// Times a writer stopped to start SQLite's WAL over (`Conn::after_commit`), and how long
+    /// it was held in all and at most: it copies what the checkpointer had not yet, syncs the
+    /// database file and waits for readers of older frames, and runs no batch meanwhile. A try
+    /// that a reader still reading older frames put off counts too: the writer was held all
+    /// the same.
     pub wal_restarts: AtomicU64,
     pub wal_restart_micros_total: AtomicU64,
     pub wal_restart_micros_max: AtomicU64,
