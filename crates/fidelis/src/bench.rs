@@ -19,6 +19,7 @@ use fidelis_core::ProgramSettings;
 use fidelis_core::event::{Channel, LineInput, MemberRef, PurchaseInput};
 use fidelis_core::program::ExpiryPolicy;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -804,6 +805,48 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
 }
 
+/// The engine's threads by the part of it they run, from their names (`/proc` keeps the first
+/// 15 bytes: `fidelis-writer-0` is `fidelis-writer-`).
+fn thread_part(comm: &str) -> &'static str {
+    const PARTS: [(&str, &str); 8] = [
+        ("fidelis-writer", "writer"),
+        ("fidelis-reader", "readers"),
+        ("fidelis-checkpo", "checkpointer"),
+        ("fidelis-sync", "syncer"),
+        ("fidelis-grouped", "grouped reads"),
+        ("fidelis-analyze", "statistics"),
+        ("tokio-rt-worker", "tokio workers"),
+        ("tokio-runtime-w", "tokio workers"),
+    ];
+    PARTS
+        .iter()
+        .find(|(prefix, _)| comm.starts_with(prefix))
+        .map_or("other", |(_, part)| part)
+}
+
+/// CPU time of a process's threads so far, in clock ticks, summed by [`thread_part`] (Linux's
+/// `/proc`; empty elsewhere). A thread that ended before the reading is not in it.
+fn thread_ticks(pid: &str) -> BTreeMap<&'static str, u64> {
+    let mut parts = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return parts;
+    };
+    for task in dir.flatten() {
+        let path = task.path();
+        let (Ok(comm), Some(ticks)) = (
+            std::fs::read_to_string(path.join("comm")),
+            cpu_ticks(&format!(
+                "{pid}/task/{}",
+                task.file_name().to_string_lossy()
+            )),
+        ) else {
+            continue;
+        };
+        *parts.entry(thread_part(comm.trim())).or_insert(0) += ticks;
+    }
+    parts
+}
+
 /// CPU time of every PostgreSQL process this user can see (zero when it runs elsewhere).
 fn postgres_ticks() -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -839,12 +882,14 @@ fn machine_ticks() -> Option<(u64, u64, u64)> {
 
 /// Where the CPU went during a run: a figure that a busy or shared machine disturbs less than
 /// throughput, for comparing two builds.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct CpuUse {
     server: u64,
     database: u64,
     driver: u64,
     machine: (u64, u64, u64),
+    /// The engine's process (the server, or this one in-process) by thread, see [`thread_part`].
+    engine_threads: BTreeMap<&'static str, u64>,
 }
 
 impl CpuUse {
@@ -856,11 +901,24 @@ impl CpuUse {
             database: if on_postgres { postgres_ticks() } else { 0 },
             driver: cpu_ticks("self").unwrap_or(0),
             machine: machine_ticks().unwrap_or_default(),
+            engine_threads: thread_ticks(
+                &server_pid.map_or_else(|| "self".to_string(), |p| p.to_string()),
+            ),
         }
     }
 
-    fn since(self, start: CpuUse) -> CpuUse {
+    fn since(self, start: &CpuUse) -> CpuUse {
         CpuUse {
+            engine_threads: self
+                .engine_threads
+                .iter()
+                .map(|(part, t)| {
+                    (
+                        *part,
+                        t.saturating_sub(start.engine_threads.get(part).copied().unwrap_or(0)),
+                    )
+                })
+                .collect(),
             server: self.server.saturating_sub(start.server),
             database: self.database.saturating_sub(start.database),
             driver: self.driver.saturating_sub(start.driver),
@@ -1033,7 +1091,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     }
     let [purchases, reads, redemptions, resends, refunds] = &mut tally;
     let secs = started.elapsed().as_secs_f64();
-    let cpu = CpuUse::now(server_pid, on_postgres).since(cpu_start);
+    let cpu = CpuUse::now(server_pid, on_postgres).since(&cpu_start);
     let server_rss = child.as_ref().and_then(|c| c.0.id()).and_then(rss_mb);
     let write_path = write_path(&driver, &shared.key).await;
     drop(child);
@@ -1205,6 +1263,29 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         share(busy),
         share(steal)
     );
+    // In-process, the tokio workers run both the use cases and the load generator.
+    let mut by_thread: Vec<(&str, f64)> = cpu
+        .engine_threads
+        .iter()
+        .filter(|(_, t)| **t > 0)
+        .map(|(part, t)| (*part, micros_per_op(*t)))
+        .collect();
+    by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if !by_thread.is_empty() {
+        println!(
+            "{} CPU per operation by thread: {}",
+            if o.inprocess {
+                "engine and driver"
+            } else {
+                "server"
+            },
+            by_thread
+                .iter()
+                .map(|(part, us)| format!("{part} {us:.1} µs"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Some(mb) = server_rss {
         println!(
             "server memory (RSS) at the end: {mb:.0} MB; start-up to listening: {startup_ms:.0} ms"
@@ -1254,6 +1335,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             "engine_and_driver": o.inprocess.then(|| micros_per_op(cpu.driver)),
             "load_generator": (!o.inprocess).then(|| micros_per_op(cpu.driver)),
             "postgresql": (cpu.database > 0).then(|| micros_per_op(cpu.database)),
+            "by_thread": by_thread.iter().map(|(part, us)| (part.to_string(), json!(us))).collect::<serde_json::Map<String, Value>>(),
         }),
         "machine_busy_percent": share(busy),
         "machine_steal_percent": share(steal),
@@ -1267,4 +1349,51 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         None => println!("{}", serde_json::to_string(&report)?),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_are_named_by_the_part_of_the_engine_they_run() {
+        assert_eq!(thread_part("fidelis-writer-"), "writer");
+        assert_eq!(thread_part("fidelis-reader-"), "readers");
+        assert_eq!(thread_part("fidelis-checkpo"), "checkpointer");
+        assert_eq!(thread_part("fidelis-sync-0"), "syncer");
+        assert_eq!(thread_part("tokio-rt-worker"), "tokio workers");
+        assert_eq!(thread_part("main"), "other");
+    }
+
+    /// A thread named as the writer that spins for 300 ms shows up under "writer" with at most
+    /// that much CPU time, and some (on Linux, where `/proc` gives it; tests running beside it
+    /// may take a share of the cores).
+    #[test]
+    fn a_busy_thread_counts_under_its_part() {
+        if !std::path::Path::new("/proc/self/task").exists() {
+            return;
+        }
+        let before = thread_ticks("self").get("writer").copied().unwrap_or(0);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (spun_tx, spun_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("fidelis-writer-9".into())
+            .spawn(move || {
+                let end = Instant::now() + Duration::from_millis(300);
+                let mut x = 0u64;
+                while Instant::now() < end {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                spun_tx.send(()).expect("spun");
+                // Alive until read: a thread that ended is no longer in /proc.
+                let _ = done_rx.recv();
+            })
+            .expect("thread");
+        spun_rx.recv().expect("spun");
+        let after = thread_ticks("self").get("writer").copied().unwrap_or(0);
+        done_tx.send(()).expect("done");
+        t.join().expect("join");
+        let ms = (after - before) as f64 / TICKS_PER_SECOND * 1000.0;
+        assert!((10.0..=1000.0).contains(&ms), "{ms} ms counted");
+    }
 }
