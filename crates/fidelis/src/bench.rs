@@ -824,9 +824,10 @@ fn thread_part(comm: &str) -> &'static str {
         .map_or("other", |(_, part)| part)
 }
 
-/// CPU time of a process's threads so far, in clock ticks, summed by [`thread_part`] (Linux's
-/// `/proc`; empty elsewhere). A thread that ended before the reading is not in it.
-fn thread_ticks(pid: &str) -> BTreeMap<&'static str, u64> {
+/// A process's threads so far, summed by [`thread_part`]: CPU time in clock ticks, and bytes
+/// written towards the disk (`write_bytes`: files' pages the thread dirtied, not sockets)
+/// (Linux's `/proc`; empty elsewhere). A thread that ended before the reading is not in it.
+fn thread_ticks(pid: &str) -> BTreeMap<&'static str, [u64; 2]> {
     let mut parts = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return parts;
@@ -842,7 +843,17 @@ fn thread_ticks(pid: &str) -> BTreeMap<&'static str, u64> {
         ) else {
             continue;
         };
-        *parts.entry(thread_part(comm.trim())).or_insert(0) += ticks;
+        let written = std::fs::read_to_string(path.join("io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("write_bytes:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        let part = parts.entry(thread_part(comm.trim())).or_insert([0, 0]);
+        part[0] += ticks;
+        part[1] += written;
     }
     parts
 }
@@ -889,7 +900,7 @@ struct CpuUse {
     driver: u64,
     machine: (u64, u64, u64),
     /// The engine's process (the server, or this one in-process) by thread, see [`thread_part`].
-    engine_threads: BTreeMap<&'static str, u64>,
+    engine_threads: BTreeMap<&'static str, [u64; 2]>,
 }
 
 impl CpuUse {
@@ -912,11 +923,9 @@ impl CpuUse {
             engine_threads: self
                 .engine_threads
                 .iter()
-                .map(|(part, t)| {
-                    (
-                        *part,
-                        t.saturating_sub(start.engine_threads.get(part).copied().unwrap_or(0)),
-                    )
+                .map(|(part, [t, w])| {
+                    let [t0, w0] = start.engine_threads.get(part).copied().unwrap_or([0, 0]);
+                    (*part, [t.saturating_sub(t0), w.saturating_sub(w0)])
                 })
                 .collect(),
             server: self.server.saturating_sub(start.server),
@@ -1267,10 +1276,19 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     let mut by_thread: Vec<(&str, f64)> = cpu
         .engine_threads
         .iter()
-        .filter(|(_, t)| **t > 0)
-        .map(|(part, t)| (*part, micros_per_op(*t)))
+        .filter(|(_, [t, _])| *t > 0)
+        .map(|(part, [t, _])| (*part, micros_per_op(*t)))
         .collect();
     by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+    // Kilobytes each thread wrote towards the disk per operation: the writer's are its WAL
+    // frames, the checkpointer's its copies into the database file.
+    let mut written: Vec<(&str, f64)> = cpu
+        .engine_threads
+        .iter()
+        .map(|(part, [_, w])| (*part, *w as f64 / 1024.0 / operations))
+        .filter(|(_, kb)| *kb >= 0.05)
+        .collect();
+    written.sort_by(|a, b| b.1.total_cmp(&a.1));
     if !by_thread.is_empty() {
         println!(
             "{} CPU per operation by thread: {}",
@@ -1282,6 +1300,16 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             by_thread
                 .iter()
                 .map(|(part, us)| format!("{part} {us:.1} µs"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !written.is_empty() {
+        println!(
+            "written towards the disk per operation by thread: {}",
+            written
+                .iter()
+                .map(|(part, kb)| format!("{part} {kb:.1} KB"))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -1337,6 +1365,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             "postgresql": (cpu.database > 0).then(|| micros_per_op(cpu.database)),
             "by_thread": by_thread.iter().map(|(part, us)| (part.to_string(), json!(us))).collect::<serde_json::Map<String, Value>>(),
         }),
+        "kb_written_per_operation_by_thread": written.iter().map(|(part, kb)| (part.to_string(), json!(kb))).collect::<serde_json::Map<String, Value>>(),
         "machine_busy_percent": share(busy),
         "machine_steal_percent": share(steal),
         "server_rss_mb": server_rss,
@@ -1365,15 +1394,20 @@ mod tests {
         assert_eq!(thread_part("main"), "other");
     }
 
-    /// A thread named as the writer that spins for 300 ms shows up under "writer" with at most
-    /// that much CPU time, and some (on Linux, where `/proc` gives it; tests running beside it
-    /// may take a share of the cores).
+    /// A thread named as the writer that spins for 300 ms and writes 1 MiB shows up under
+    /// "writer" with at most that much CPU time, and some (tests running beside it may take a
+    /// share of the cores), and with the bytes it wrote (on Linux, where `/proc` gives them).
     #[test]
     fn a_busy_thread_counts_under_its_part() {
         if !std::path::Path::new("/proc/self/task").exists() {
             return;
         }
-        let before = thread_ticks("self").get("writer").copied().unwrap_or(0);
+        let before = thread_ticks("self")
+            .get("writer")
+            .copied()
+            .unwrap_or([0, 0]);
+        let file = std::env::temp_dir().join(format!("fidelis-bench-io-{}", std::process::id()));
+        let file_in_thread = file.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let (spun_tx, spun_rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::Builder::new()
@@ -1384,16 +1418,31 @@ mod tests {
                 while Instant::now() < end {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
+                // And writes 1 MiB to a file, as the writer writes its WAL.
+                std::fs::write(&file_in_thread, vec![7u8; 1 << 20]).expect("write");
                 spun_tx.send(()).expect("spun");
                 // Alive until read: a thread that ended is no longer in /proc.
                 let _ = done_rx.recv();
             })
             .expect("thread");
         spun_rx.recv().expect("spun");
-        let after = thread_ticks("self").get("writer").copied().unwrap_or(0);
+        let after = thread_ticks("self")
+            .get("writer")
+            .copied()
+            .unwrap_or([0, 0]);
         done_tx.send(()).expect("done");
         t.join().expect("join");
-        let ms = (after - before) as f64 / TICKS_PER_SECOND * 1000.0;
+        let _ = std::fs::remove_file(&file);
+        let ms = (after[0] - before[0]) as f64 / TICKS_PER_SECOND * 1000.0;
         assert!((10.0..=1000.0).contains(&ms), "{ms} ms counted");
+        // Written towards the disk: the file's pages it dirtied (none on a memory file system).
+        let written = after[1] - before[1];
+        let on_memory = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+            m.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(4) == std::env::temp_dir().to_str().as_ref() && l.contains(" - tmpfs ")
+            })
+        });
+        assert!(on_memory || written >= 512 << 10, "{written} bytes counted");
     }
 }
