@@ -278,8 +278,11 @@ unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int 
     }
 }
 
-/// Syncs of the WAL passed on to the disk (the checkpoints'); the tests read it.
-pub static REAL_SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+thread_local! {
+    /// Syncs of the WAL passed on to the disk (the checkpoints') by this thread; the tests read
+    /// it. Per thread: a test's count is not moved by another test's writer running beside it.
+    pub static REAL_SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// Writes what was gathered. A commit's sync (`SQLITE_SYNC_NORMAL`) stops there, the store's
 /// syncer does the `fdatasync`; a checkpoint's (`SQLITE_SYNC_FULL`) goes to the disk.
@@ -291,7 +294,7 @@ unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
         if rc != ffi::SQLITE_OK || flags & 0x0f != ffi::SQLITE_SYNC_FULL {
             return rc;
         }
-        REAL_SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        REAL_SYNCS.with(|n| n.set(n.get() + 1));
         m.xSync
             .map_or(ffi::SQLITE_IOERR_FSYNC, |f| f(w.real, flags))
     }
@@ -387,7 +390,7 @@ mod tests {
             c.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
                 .expect("count")
         };
-        let real_syncs = || REAL_SYNCS.load(std::sync::atomic::Ordering::Relaxed);
+        let real_syncs = || REAL_SYNCS.with(|n| n.get());
         let before = real_syncs();
         for i in 0..50 {
             w.execute("INSERT INTO t (v) VALUES (randomblob(500))", [])
