@@ -1289,6 +1289,13 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         .filter(|(_, kb)| *kb >= 0.05)
         .collect();
     written.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let listed = |parts: &[(&str, f64)], unit: &str| {
+        parts
+            .iter()
+            .map(|(part, x)| format!("{part} {x:.1} {unit}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if !by_thread.is_empty() {
         println!(
             "{} CPU per operation by thread: {}",
@@ -1297,23 +1304,21 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             } else {
                 "server"
             },
-            by_thread
-                .iter()
-                .map(|(part, us)| format!("{part} {us:.1} µs"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            listed(&by_thread, "µs")
         );
     }
     if !written.is_empty() {
         println!(
             "written towards the disk per operation by thread: {}",
-            written
-                .iter()
-                .map(|(part, kb)| format!("{part} {kb:.1} KB"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            listed(&written, "KB")
         );
     }
+    let as_json = |parts: &[(&str, f64)]| {
+        parts
+            .iter()
+            .map(|(part, x)| (part.to_string(), json!(x)))
+            .collect::<serde_json::Map<String, Value>>()
+    };
     if let Some(mb) = server_rss {
         println!(
             "server memory (RSS) at the end: {mb:.0} MB; start-up to listening: {startup_ms:.0} ms"
@@ -1363,9 +1368,9 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             "engine_and_driver": o.inprocess.then(|| micros_per_op(cpu.driver)),
             "load_generator": (!o.inprocess).then(|| micros_per_op(cpu.driver)),
             "postgresql": (cpu.database > 0).then(|| micros_per_op(cpu.database)),
-            "by_thread": by_thread.iter().map(|(part, us)| (part.to_string(), json!(us))).collect::<serde_json::Map<String, Value>>(),
+            "by_thread": as_json(&by_thread),
         }),
-        "kb_written_per_operation_by_thread": written.iter().map(|(part, kb)| (part.to_string(), json!(kb))).collect::<serde_json::Map<String, Value>>(),
+        "kb_written_per_operation_by_thread": as_json(&written),
         "machine_busy_percent": share(busy),
         "machine_steal_percent": share(steal),
         "server_rss_mb": server_rss,
@@ -1435,14 +1440,19 @@ mod tests {
         let _ = std::fs::remove_file(&file);
         let ms = (after[0] - before[0]) as f64 / TICKS_PER_SECOND * 1000.0;
         assert!((10.0..=1000.0).contains(&ms), "{ms} ms counted");
-        // Written towards the disk: the file's pages it dirtied (none on a memory file system).
+        // Written towards the disk: the file's pages it dirtied (none on a memory file system,
+        // told by the mount holding the temporary folder: the longest mount point above it).
         let written = after[1] - before[1];
-        let on_memory = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
-            m.lines().any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.get(4) == std::env::temp_dir().to_str().as_ref() && l.contains(" - tmpfs ")
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let on_memory = mounts
+            .lines()
+            .filter_map(|l| {
+                let point = l.split_whitespace().nth(4)?;
+                file.starts_with(point)
+                    .then_some((point.len(), l.contains(" - tmpfs ")))
             })
-        });
+            .max()
+            .is_some_and(|(_, tmpfs)| tmpfs);
         assert!(on_memory || written >= 512 << 10, "{written} bytes counted");
     }
 }

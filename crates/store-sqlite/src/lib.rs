@@ -1,8 +1,10 @@
 //! SQLite behind Fidelis's store: one file in WAL mode, one writer connection (the store's
 //! single writer thread) and read-only connections for readers. The writer's COMMIT writes its
 //! frames to the WAL without syncing it, in one write through the `walbuf` VFS (with the
-//! checkpointer's `sync_file_range` call below, the only `unsafe` code in Fidelis), and the store syncs the WAL on another thread before it
-//! acknowledges anything (see `Conn::durability`), so an acknowledged write survives a crash. Statements are prepared once per connection and cached.
+//! checkpointer's `sync_file_range` call below, the only `unsafe` code in Fidelis), and the
+//! store syncs the WAL on another thread before it acknowledges anything (see
+//! `Conn::durability`), so an acknowledged write survives a crash. Statements are prepared once
+//! per connection and cached.
 
 use fidelis_store::conn::WriteCount;
 use fidelis_store::{Backend, Conn, DbError, DbErrorKind, Dialect, Param, Row, Value};
