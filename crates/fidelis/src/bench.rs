@@ -1376,13 +1376,116 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "server_rss_mb": server_rss,
         "startup_ms": startup_ms,
     });
-    let text = serde_json::to_string_pretty(&report)?;
-    match &o.json_out {
-        Some(path) if path == "-" => println!("{text}"),
-        Some(path) => std::fs::write(path, text)?,
-        None => println!("{}", serde_json::to_string(&report)?),
+    emit(&report, &o.json_out)
+}
+
+/// The JSON report: to `--json`'s file, pretty on standard output for "-", else one line.
+fn emit(report: &Value, json_out: &Option<String>) -> anyhow::Result<()> {
+    match json_out {
+        Some(path) if path == "-" => println!("{}", serde_json::to_string_pretty(report)?),
+        Some(path) => std::fs::write(path, serde_json::to_string_pretty(report)?)?,
+        None => println!("{}", serde_json::to_string(report)?),
     }
     Ok(())
+}
+
+/// Purchases per commit in `--storage-floor`'s steps: one (each purchase its own durable
+/// commit), a group commit's size over HTTP with 64 connections, and an in-process one's with
+/// 1,024 tasks.
+pub const FLOOR_PER_COMMIT: [usize; 3] = [1, 16, 300];
+
+/// `--storage-floor`: what this machine's disk and SQLite allow for the narrowest purchase a
+/// ledger could write (`fidelis_store_sqlite::floor`), in the folder of `--database-url`'s
+/// file (or the temporary folder). The sync and each step get a quarter of the duration.
+pub fn storage_floor(
+    database_url: Option<&str>,
+    members: usize,
+    duration_secs: u64,
+    json_out: &Option<String>,
+) -> anyhow::Result<()> {
+    let dir = match database_url {
+        Some(u) if u.starts_with("postgres") => {
+            bail!(
+                "--storage-floor measures SQLite and the disk under it; give a sqlite:// URL or none"
+            )
+        }
+        Some(u) => {
+            let path = std::path::Path::new(u.strip_prefix("sqlite://").unwrap_or(u));
+            match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            }
+        }
+        None => std::env::temp_dir(),
+    };
+    let step = Duration::from_secs_f64((duration_secs as f64 / 4.0).max(1.0));
+    eprintln!(
+        "measuring the storage floor in {} ({members} members, {:.1} s a step)...",
+        dir.display(),
+        step.as_secs_f64()
+    );
+    let floor = fidelis_store_sqlite::floor::measure(&fidelis_store_sqlite::floor::FloorOptions {
+        dir: dir.clone(),
+        members,
+        per_commit: FLOOR_PER_COMMIT.to_vec(),
+        step,
+    })
+    .map_err(anyhow::Error::msg)?;
+    let s = &floor.sync;
+    println!(
+        "\nfidelis bench --storage-floor — SQLite on {}, no ledger logic",
+        dir.display()
+    );
+    println!(
+        "fdatasync after a 4 KiB overwrite: {:.0} µs mean, p50 {:.0}, p99 {:.0} ({:.0} a second)",
+        s.mean_us,
+        s.p50_us,
+        s.p99_us,
+        1e6 / s.mean_us
+    );
+    println!(
+        "a purchase as one row (order key, one row with a member index, member update), durable commits:"
+    );
+    println!(
+        "{:>10} {:>12} {:>14} {:>14} {:>12} {:>9}",
+        "per commit", "purchases/s", "writer µs/op", "copier µs/op", "COMMIT ms", "restarts"
+    );
+    let cpu = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.1}"));
+    for st in &floor.steps {
+        println!(
+            "{:>10} {:>12.0} {:>14} {:>14} {:>12.2} {:>9}",
+            st.per_commit,
+            st.per_second,
+            cpu(st.writer_cpu_us),
+            cpu(st.copier_cpu_us),
+            st.commit_ms_mean,
+            st.wal_restarts
+        );
+    }
+    println!(
+        "{} purchases written, database {:.0} MB",
+        floor.purchases, floor.database_mb
+    );
+    let report = json!({
+        "storage_floor": true,
+        "folder": dir.display().to_string(),
+        "members": members,
+        "fdatasync_us": {"mean": s.mean_us, "p50": s.p50_us, "p99": s.p99_us, "syncs": s.syncs},
+        "steps": floor.steps.iter().map(|st| json!({
+            "per_commit": st.per_commit,
+            "purchases": st.purchases,
+            "commits": st.commits,
+            "seconds": st.seconds,
+            "per_second": st.per_second,
+            "writer_cpu_us_per_purchase": st.writer_cpu_us,
+            "copier_cpu_us_per_purchase": st.copier_cpu_us,
+            "commit_ms_mean": st.commit_ms_mean,
+            "wal_restarts": st.wal_restarts,
+        })).collect::<Vec<_>>(),
+        "purchases": floor.purchases,
+        "database_mb": floor.database_mb,
+    });
+    emit(&report, json_out)
 }
 
 #[cfg(test)]

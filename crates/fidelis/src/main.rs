@@ -155,6 +155,11 @@ enum Command {
         /// HTTP on loopback and the load generator alone reach on this machine (HTTP only).
         #[arg(long)]
         ceiling: bool,
+        /// Instead of Fidelis, measure what this machine's disk and SQLite allow: fdatasync,
+        /// and a purchase written as one narrow row, 1, 16 and 300 per durable commit (SQLite
+        /// only; the files go in --database-url's folder).
+        #[arg(long)]
+        storage_floor: bool,
     },
     /// Import historical orders from CSV (one row per order line; see docs/PERFORMANCE.md).
     Import {
@@ -332,7 +337,21 @@ async fn main() -> anyhow::Result<()> {
             batch_size,
             json,
             ceiling,
+            storage_floor,
         } => {
+            if storage_floor && (inprocess || ceiling || batch_size > 0 || rate > 0) {
+                bail!(
+                    "--storage-floor measures the disk and SQLite alone; it cannot go with --inprocess, --ceiling, --batch-size or --rate"
+                );
+            }
+            if storage_floor {
+                return bench::storage_floor(
+                    database_url.as_deref(),
+                    members,
+                    duration_secs,
+                    &json,
+                );
+            }
             if !(0.0..=1.0).contains(&resend_share) {
                 bail!("--resend-share must be between 0 and 1");
             }

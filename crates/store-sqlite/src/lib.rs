@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub mod floor;
 mod walbuf;
 
 /// How often the checkpointer copies committed WAL frames back into the database file while
