@@ -9,7 +9,10 @@
 //! throughput and p50/p99/p99.9 latency per operation, as a table and as JSON.
 //! `--ceiling` sends only `GET /healthz` through the same server and connections: what HTTP
 //! on loopback and the load generator cost alone, the part of an operation's price that no
-//! change to the engine can remove. Measures; asserts nothing.
+//! change to the engine can remove. `--storage-floor` runs no engine at all: it measures what
+//! the disk and SQLite allow for the narrowest purchase a ledger could write
+//! (`fidelis_store_sqlite::floor`), the part no change above the storage can remove.
+//! Measures; asserts nothing.
 
 use crate::db;
 use anyhow::{Context, bail};
