@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks whose figures docs/PERFORMANCE.md quotes. Needs PostgreSQL at
 # $FIDELIS_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) for the PostgreSQL rows.
-# Takes about eleven minutes; run it on a quiet machine (nothing else compiling).
+# Takes about twelve minutes; run it on a quiet machine (nothing else compiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p fidelis
@@ -14,6 +14,8 @@ echo "== SQLite over HTTP, 64 connections, full speed"
 $bin bench --members 10000 --connections 64 --duration-secs 20 --json "$out/sqlite-http.json"
 echo "== The ceiling: GET /healthz only, the same server and 64 connections (HTTP's own price)"
 $bin bench --members 10000 --connections 64 --duration-secs 10 --ceiling --json "$out/ceiling.json"
+echo "== The storage floor: the disk and SQLite alone, the narrowest purchase (what no change above the storage can beat)"
+$bin bench --storage-floor --members 10000 --duration-secs 20 --json "$out/storage-floor.json"
 echo "== SQLite in-process, 64 tasks"
 $bin bench --members 10000 --connections 64 --duration-secs 20 --inprocess --json "$out/sqlite-inprocess.json"
 echo "== SQLite in-process, 1,024 tasks (large batches)"
