@@ -1399,7 +1399,8 @@ pub const FLOOR_PER_COMMIT: [usize; 3] = [1, 16, 300];
 
 /// `--storage-floor`: what this machine's disk and SQLite allow for the narrowest purchase a
 /// ledger could write (`fidelis_store_sqlite::floor`), in the folder of `--database-url`'s
-/// file (or the temporary folder). The sync and each step get a quarter of the duration.
+/// file (or the temporary folder). The sync, the write rates and each step get a fifth of the
+/// duration each.
 pub fn storage_floor(
     database_url: Option<&str>,
     members: usize,
@@ -1421,7 +1422,7 @@ pub fn storage_floor(
         }
         None => std::env::temp_dir(),
     };
-    let step = Duration::from_secs_f64((duration_secs as f64 / 4.0).max(1.0));
+    let step = Duration::from_secs_f64((duration_secs as f64 / 5.0).max(1.0));
     eprintln!(
         "measuring the storage floor in {} ({members} members, {:.1} s a step)...",
         dir.display(),
@@ -1445,6 +1446,13 @@ pub fn storage_floor(
         s.p50_us,
         s.p99_us,
         1e6 / s.mean_us
+    );
+    let w = &floor.writes;
+    println!(
+        "writes: appended and synced every MiB {:.0} MB/s; 4 KiB pages at random places, synced every 256, {:.0} a second ({:.0} MB/s)",
+        w.sequential_mb_s,
+        w.random_pages_s,
+        w.random_pages_s * 4096.0 / (1 << 20) as f64
     );
     println!(
         "a purchase as one row (order key, one row with a member index, member update), durable commits:"
@@ -1474,6 +1482,8 @@ pub fn storage_floor(
         "folder": dir.display().to_string(),
         "members": members,
         "fdatasync_us": {"mean": s.mean_us, "p50": s.p50_us, "p99": s.p99_us, "syncs": s.syncs},
+        "sequential_write_mb_per_second": w.sequential_mb_s,
+        "random_page_writes_per_second": w.random_pages_s,
         "steps": floor.steps.iter().map(|st| json!({
             "per_commit": st.per_commit,
             "purchases": st.purchases,

@@ -45,6 +45,15 @@ pub struct SyncFigures {
     pub p99_us: f64,
 }
 
+/// What the disk takes in a second, written as the store writes: appends synced every MiB (a
+/// WAL's commits), and 4 KiB pages at random places synced every 256 (a checkpoint's copies
+/// into the database file).
+#[derive(Clone, Debug)]
+pub struct WriteFigures {
+    pub sequential_mb_s: f64,
+    pub random_pages_s: f64,
+}
+
 /// One step: purchases written N per durable commit.
 #[derive(Clone, Debug)]
 pub struct FloorStep {
@@ -66,6 +75,7 @@ pub struct FloorStep {
 #[derive(Clone, Debug)]
 pub struct Floor {
     pub sync: SyncFigures,
+    pub writes: WriteFigures,
     pub steps: Vec<FloorStep>,
     /// Purchases in the table at the end.
     pub purchases: u64,
@@ -88,9 +98,11 @@ pub fn measure(o: &FloorOptions) -> Result<Floor, String> {
         .dir
         .join(format!("fidelis-floor-{}.sync", std::process::id()));
     let result = measure_sync(&sync_file, o.step).and_then(|sync| {
+        let writes = measure_writes(&sync_file, o.step)?;
         let (steps, purchases, size) = measure_steps(&db, o)?;
         Ok(Floor {
             sync,
+            writes,
             steps,
             purchases,
             database_mb: size as f64 / (1 << 20) as f64,
@@ -147,6 +159,53 @@ fn measure_sync(path: &Path, how_long: Duration) -> Result<SyncFigures, String> 
         mean_us: times.iter().sum::<f64>() / times.len() as f64,
         p50_us: at(0.5),
         p99_us: at(0.99),
+    })
+}
+
+/// The file [`measure_writes`] writes in, at most (it wraps around).
+const WRITE_SPAN: u64 = 256 << 20;
+
+/// Half of `how_long` appending 1 MiB at a time with a sync after each (wrapping at
+/// [`WRITE_SPAN`]), then half writing 4 KiB pages at random places of what was written, 256
+/// between syncs.
+fn measure_writes(path: &Path, how_long: Duration) -> Result<WriteFigures, String> {
+    use std::io::{Seek, SeekFrom, Write};
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let chunk = vec![0xa5u8; 1 << 20];
+    let half = how_long / 2;
+    let (mut written, mut at) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < half || written < 8 << 20 {
+        f.seek(SeekFrom::Start(at)).map_err(io)?;
+        f.write_all(&chunk).map_err(io)?;
+        f.sync_data().map_err(io)?;
+        written += chunk.len() as u64;
+        at = (at + chunk.len() as u64) % WRITE_SPAN;
+    }
+    let sequential_mb_s = written as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64();
+    let pages_in_file = written.min(WRITE_SPAN) / 4096;
+    let page = [0x3cu8; 4096];
+    let mut draw = Draw(0xC0FF_EE00 ^ written);
+    let mut pages = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < half || pages < 256 {
+        for _ in 0..256 {
+            f.seek(SeekFrom::Start(draw.next() % pages_in_file * 4096))
+                .map_err(io)?;
+            f.write_all(&page).map_err(io)?;
+        }
+        f.sync_data().map_err(io)?;
+        pages += 256;
+    }
+    Ok(WriteFigures {
+        sequential_mb_s,
+        random_pages_s: pages as f64 / start.elapsed().as_secs_f64(),
     })
 }
 
@@ -396,6 +455,7 @@ mod tests {
         );
         assert!(floor.sync.syncs >= 10 && floor.sync.p50_us > 0.0);
         assert!(floor.sync.p50_us <= floor.sync.p99_us);
+        assert!(floor.writes.sequential_mb_s > 0.0 && floor.writes.random_pages_s > 0.0);
         if cfg!(target_os = "linux") {
             assert!(
                 floor
