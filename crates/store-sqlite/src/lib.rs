@@ -255,6 +255,13 @@ impl Sqlite {
                 }
                 // A last full copy, so a stopped server leaves a small WAL behind.
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+                // The connection goes before the plain file: closing any descriptor of the
+                // database file drops every POSIX lock this process holds on it, and SQLite
+                // locks through them, so the file closed first would leave the connection
+                // unlocked for its last moment (another process could then think nobody uses
+                // the database and delete its WAL).
+                drop(conn);
+                drop(database);
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the checkpointer; the WAL will grow");
