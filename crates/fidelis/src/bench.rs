@@ -10,8 +10,9 @@
 //! `--ceiling` sends only `GET /healthz` through the same server and connections: what HTTP
 //! on loopback and the load generator cost alone, the part of an operation's price that no
 //! change to the engine can remove. `--storage-floor` runs no engine at all: it measures what
-//! the disk and SQLite allow for the narrowest purchase a ledger could write
-//! (`fidelis_store_sqlite::floor`), the part no change above the storage can remove.
+//! the disk and the database allow for the narrowest purchase a ledger could write
+//! (`fidelis_store_sqlite::floor`, or `crate::floor_pg` with a PostgreSQL URL), the part no
+//! change above the storage can remove.
 //! Measures; asserts nothing.
 
 use crate::db;
@@ -799,7 +800,7 @@ async fn write_path(driver: &Driver, key: &str) -> Option<WritePath> {
 }
 
 /// CPU time a process has used, in clock ticks (user + system; Linux's `/proc`).
-fn cpu_ticks(pid: &str) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; the fields after it are the state, then 10 more
     // before utime and stime.
@@ -944,7 +945,7 @@ impl CpuUse {
 }
 
 /// Clock ticks per second in `/proc` (USER_HZ, 100 on Linux whatever the kernel's HZ).
-const TICKS_PER_SECOND: f64 = 100.0;
+pub(crate) const TICKS_PER_SECOND: f64 = 100.0;
 
 fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1392,6 +1393,71 @@ fn emit(report: &Value, json_out: &Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--storage-floor` on PostgreSQL (`crate::floor_pg`), in a schema of its own, dropped at
+/// the end; each step gets a third of the duration.
+fn storage_floor_pg(
+    url: &str,
+    members: usize,
+    duration_secs: u64,
+    json_out: &Option<String>,
+) -> anyhow::Result<()> {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let schema = fidelis_store::random_id("floor_", 10);
+    let scratch = format!("{url}{sep}schema={schema}");
+    let backend = db::backend(&scratch)?;
+    let _drop = DropSchema {
+        base: url.to_string(),
+        schema,
+    };
+    let step = Duration::from_secs_f64((duration_secs as f64 / 3.0).max(1.0));
+    eprintln!(
+        "measuring the storage floor on PostgreSQL ({members} members, {:.1} s a step)...",
+        step.as_secs_f64()
+    );
+    // The PostgreSQL client must not run on the async runtime's threads.
+    let (steps, purchases) = std::thread::spawn(move || {
+        let mut c = backend.connect(false)?;
+        crate::floor_pg::measure(c.as_mut(), members, &FLOOR_PER_COMMIT, step)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the storage floor's thread panicked"))??;
+    println!("\nfidelis bench --storage-floor — PostgreSQL, no ledger logic");
+    println!(
+        "a purchase as one row (order key, one row with a member index, member update), N in one statement and commit:"
+    );
+    println!(
+        "{:>10} {:>12} {:>16} {:>12}",
+        "per commit", "purchases/s", "PostgreSQL µs/op", "commit ms"
+    );
+    for st in &steps {
+        println!(
+            "{:>10} {:>12.0} {:>16} {:>12.2}",
+            st.per_commit,
+            st.per_second,
+            st.postgres_cpu_us
+                .map_or("-".to_string(), |c| format!("{c:.1}")),
+            st.commit_ms_mean
+        );
+    }
+    println!("{purchases} purchases written");
+    let report = json!({
+        "storage_floor": true,
+        "database": "postgres",
+        "members": members,
+        "steps": steps.iter().map(|st| json!({
+            "per_commit": st.per_commit,
+            "purchases": st.purchases,
+            "commits": st.commits,
+            "seconds": st.seconds,
+            "per_second": st.per_second,
+            "postgresql_cpu_us_per_purchase": st.postgres_cpu_us,
+            "commit_ms_mean": st.commit_ms_mean,
+        })).collect::<Vec<_>>(),
+        "purchases": purchases,
+    });
+    emit(&report, json_out)
+}
+
 /// Purchases per commit in `--storage-floor`'s steps: one (each purchase its own durable
 /// commit), a group commit's size over HTTP with 64 connections, and an in-process one's with
 /// 1,024 tasks.
@@ -1409,9 +1475,7 @@ pub fn storage_floor(
 ) -> anyhow::Result<()> {
     let dir = match database_url {
         Some(u) if u.starts_with("postgres") => {
-            bail!(
-                "--storage-floor measures SQLite and the disk under it; give a sqlite:// URL or none"
-            )
+            return storage_floor_pg(u, members, duration_secs, json_out);
         }
         Some(u) => {
             let path = std::path::Path::new(u.strip_prefix("sqlite://").unwrap_or(u));

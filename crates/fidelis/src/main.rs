@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod db;
+mod floor_pg;
 mod import;
 mod seed;
 mod serve;
@@ -155,9 +156,10 @@ enum Command {
         /// HTTP on loopback and the load generator alone reach on this machine (HTTP only).
         #[arg(long)]
         ceiling: bool,
-        /// Instead of Fidelis, measure what this machine's disk and SQLite allow: fdatasync,
-        /// and a purchase written as one narrow row, 1, 16 and 300 per durable commit (SQLite
-        /// only; the files go in --database-url's folder).
+        /// Instead of Fidelis, measure what this machine's disk and database allow: on SQLite,
+        /// fdatasync, the disk's write rates, and a purchase written as one narrow row, 1, 16
+        /// and 300 per durable commit (the files go in --database-url's folder); with a
+        /// postgres:// URL, the same purchases on PostgreSQL, in a schema dropped at the end.
         #[arg(long)]
         storage_floor: bool,
     },
@@ -341,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             if storage_floor && (inprocess || ceiling || batch_size > 0 || rate > 0) {
                 bail!(
-                    "--storage-floor measures the disk and SQLite alone; it cannot go with --inprocess, --ceiling, --batch-size or --rate"
+                    "--storage-floor measures the disk and the database alone; it cannot go with --inprocess, --ceiling, --batch-size or --rate"
                 );
             }
             if storage_floor {

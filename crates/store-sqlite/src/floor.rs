@@ -220,7 +220,7 @@ CREATE INDEX purchases_by_member ON purchases (member_id, id);
 ";
 
 /// About what an event's payload and lines take in the ledger.
-const PAYLOAD: &str = r#"{"channel":"store","store_id":"paris-11","lines":[{"sku":"SKU-10442","qty":2,"unit_minor":1299,"category":"grocery"},{"sku":"SKU-20917","qty":1,"unit_minor":4599,"category":"home"}]}"#;
+pub const PAYLOAD: &str = r#"{"channel":"store","store_id":"paris-11","lines":[{"sku":"SKU-10442","qty":2,"unit_minor":1299,"category":"grocery"},{"sku":"SKU-20917","qty":1,"unit_minor":4599,"category":"home"}]}"#;
 
 fn open(db: &Path) -> Result<Connection, String> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
