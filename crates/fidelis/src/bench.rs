@@ -1393,6 +1393,18 @@ fn emit(report: &Value, json_out: &Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The folder of a SQLite URL's file, where the storage floor writes its files.
+fn floor_folder(url: &str) -> std::path::PathBuf {
+    let file = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    match std::path::Path::new(file).parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
 /// `--storage-floor` on PostgreSQL (`crate::floor_pg`), in a schema of its own, dropped at
 /// the end; each step gets a third of the duration.
 fn storage_floor_pg(
@@ -1477,13 +1489,7 @@ pub fn storage_floor(
         Some(u) if u.starts_with("postgres") => {
             return storage_floor_pg(u, members, duration_secs, json_out);
         }
-        Some(u) => {
-            let path = std::path::Path::new(u.strip_prefix("sqlite://").unwrap_or(u));
-            match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => std::path::PathBuf::from("."),
-            }
-        }
+        Some(u) => floor_folder(u),
         None => std::env::temp_dir(),
     };
     let step = Duration::from_secs_f64((duration_secs as f64 / 5.0).max(1.0));
@@ -1568,6 +1574,18 @@ pub fn storage_floor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_storage_floor_writes_beside_the_database_file() {
+        use std::path::PathBuf;
+        assert_eq!(
+            floor_folder("sqlite:///dev/shm/b.db"),
+            PathBuf::from("/dev/shm")
+        );
+        assert_eq!(floor_folder("sqlite://data/b.db"), PathBuf::from("data"));
+        assert_eq!(floor_folder("sqlite://b.db"), PathBuf::from("."));
+        assert_eq!(floor_folder("sqlite:b.db"), PathBuf::from("."));
+    }
 
     #[test]
     fn threads_are_named_by_the_part_of_the_engine_they_run() {

@@ -8,6 +8,7 @@
 //! tables live in a schema of their own, dropped at the end.
 
 use fidelis_store::{Conn, Param};
+use fidelis_store_sqlite::floor;
 use std::time::{Duration, Instant};
 
 /// One step: purchases written N per statement (and commit).
@@ -69,16 +70,8 @@ pub fn measure(
         .query_one("SELECT CAST(pg_backend_pid() AS BIGINT)", &[])?
         .map(|r| r.int(0).to_string());
     let cpu = || backend.as_deref().and_then(crate::bench::cpu_ticks);
-    let mut draw = 0x5EED_F100_u64 ^ members as u64;
-    let mut next = move || {
-        // splitmix64, as SQLite's floor.
-        draw = draw.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = draw;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let payload = fidelis_store_sqlite::floor::PAYLOAD;
+    let mut draw = floor::Draw::for_members(members);
+    let payload = floor::PAYLOAD;
     let mut steps = Vec::new();
     let mut written = 0u64;
     for &n in per_commit {
@@ -90,13 +83,12 @@ pub fn measure(
             let mut cols: [Vec<Option<i64>>; 4] = Default::default();
             let mut orders = Vec::with_capacity(n);
             for _ in 0..n {
-                let r = next();
-                let total = (r >> 40) as i64 % 20_000 + 100;
-                cols[0].push(Some((r % members as u64) as i64 + 1));
-                orders.push(format!("{:016x}", next()));
-                cols[1].push(Some(1_790_000_000_000 + (written + purchases) as i64));
-                cols[2].push(Some(total));
-                cols[3].push(Some(total / 100));
+                let p = draw.purchase(members);
+                cols[0].push(Some(p.member_id));
+                cols[1].push(Some(floor::occurred_at(written + purchases)));
+                cols[2].push(Some(p.total_minor));
+                cols[3].push(Some(p.points));
+                orders.push(p.order_id);
                 purchases += 1;
             }
             let order_ids: Vec<Option<&str>> = orders.iter().map(|o| Some(o.as_str())).collect();

@@ -125,18 +125,21 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A measuring file, empty.
+fn scratch(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+}
+
 /// Overwrites pages of a 1 MiB file in turn, each followed by `fdatasync`, as a WAL that has
 /// started over is written.
 fn measure_sync(path: &Path, how_long: Duration) -> Result<SyncFigures, String> {
     use std::io::{Seek, SeekFrom, Write};
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io)?;
+    let mut f = scratch(path).map_err(io)?;
     let page = [0x5au8; 4096];
     for _ in 0..256 {
         f.write_all(&page).map_err(io)?;
@@ -171,12 +174,7 @@ const WRITE_SPAN: u64 = 256 << 20;
 fn measure_writes(path: &Path, how_long: Duration) -> Result<WriteFigures, String> {
     use std::io::{Seek, SeekFrom, Write};
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(path)
-        .map_err(io)?;
+    let mut f = scratch(path).map_err(io)?;
     let chunk = vec![0xa5u8; 1 << 20];
     let half = how_long / 2;
     let (mut written, mut at) = (0u64, 0u64);
@@ -235,10 +233,25 @@ fn open(db: &Path) -> Result<Connection, String> {
     Ok(conn)
 }
 
-/// A small generator, so the floor needs no dependency: splitmix64.
-struct Draw(u64);
+/// A small generator, so the floor needs no dependency: splitmix64. PostgreSQL's floor
+/// (`fidelis::floor_pg`) draws its purchases from it too, so both write the same ones.
+pub struct Draw(u64);
+
+/// One purchase of the floor's: a member among `1..=members`, a random order id, a total of
+/// 1.00 to 200.99, a point per 1.00.
+pub struct DrawnPurchase {
+    pub member_id: i64,
+    pub order_id: String,
+    pub total_minor: i64,
+    pub points: i64,
+}
 
 impl Draw {
+    /// The same sequence for the same number of members.
+    pub fn for_members(members: usize) -> Draw {
+        Draw(0x5EED_F100_u64 ^ members as u64)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -246,7 +259,26 @@ impl Draw {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+
+    pub fn purchase(&mut self, members: usize) -> DrawnPurchase {
+        let r = self.next();
+        let total_minor = (r >> 40) as i64 % 20_000 + 100;
+        DrawnPurchase {
+            member_id: (r % members.max(1) as u64) as i64 + 1,
+            order_id: format!("{:016x}", self.next()),
+            total_minor,
+            points: total_minor / 100,
+        }
+    }
 }
+
+/// A purchase's time in the floor: the `n`th purchase, a millisecond after the one before.
+pub fn occurred_at(n: u64) -> i64 {
+    1_790_000_000_000 + n as i64
+}
+
+/// Points expire three years after they were earned (PostgreSQL's statement says the same).
+const EXPIRES_AFTER_MS: i64 = 3 * 365 * 86_400_000;
 
 fn measure_steps(db: &Path, o: &FloorOptions) -> Result<(Vec<FloorStep>, u64, u64), String> {
     let e = |e: rusqlite::Error| e.to_string();
@@ -286,12 +318,13 @@ fn measure_steps(db: &Path, o: &FloorOptions) -> Result<(Vec<FloorStep>, u64, u6
         0 => None,
         tid => schedstat_ns(&format!("/proc/self/task/{tid}/schedstat")),
     };
-    let mut draw = Draw(0x5EED_F100_u64 ^ o.members as u64);
-    let mut steps = Vec::new();
+    let mut draw = Draw::for_members(o.members);
+    let mut steps: Vec<FloorStep> = Vec::new();
     let mut outcome = Ok(());
     for &n in &o.per_commit {
         let copier_before = copier_cpu_ns();
-        match step(&conn, n, o, &mut draw) {
+        let written = steps.iter().map(|s| s.purchases).sum();
+        match step(&conn, n, o, &mut draw, written) {
             Ok(mut s) => {
                 if let (Some(a), Some(b)) = (copier_before, copier_cpu_ns()) {
                     s.copier_cpu_us =
@@ -320,6 +353,7 @@ fn step(
     per_commit: usize,
     o: &FloorOptions,
     draw: &mut Draw,
+    written: u64,
 ) -> Result<FloorStep, String> {
     let e = |e: rusqlite::Error| e.to_string();
     let cpu_before = thread_cpu_ns();
@@ -343,26 +377,22 @@ fn step(
                 )
                 .map_err(e)?;
             for _ in 0..per_commit {
-                let r = draw.next();
-                let member_id = (r % o.members as u64) as i64 + 1;
-                let order_id = format!("{:016x}", draw.next());
-                let total = (r >> 40) as i64 % 20_000 + 100;
-                let points = total / 100;
-                let now = 1_790_000_000_000 + purchases as i64;
+                let p = draw.purchase(o.members);
+                let at = occurred_at(written + purchases);
                 row.execute(params![
-                    member_id,
-                    order_id,
-                    now,
-                    total,
-                    points,
-                    now + 3 * 365 * 86_400_000,
+                    p.member_id,
+                    p.order_id,
+                    at,
+                    p.total_minor,
+                    p.points,
+                    at + EXPIRES_AFTER_MS,
                     PAYLOAD
                 ])
                 .map_err(e)?;
                 let id = conn.last_insert_rowid();
-                order.execute(params![order_id, id]).map_err(e)?;
+                order.execute(params![p.order_id, id]).map_err(e)?;
                 member
-                    .execute(params![points, total, id, member_id])
+                    .execute(params![p.points, p.total_minor, id, p.member_id])
                     .map_err(e)?;
                 purchases += 1;
             }
@@ -409,7 +439,7 @@ fn copy_until(db: &Path, stop: &AtomicBool, tid: &AtomicU64) {
 }
 
 /// This thread's time on a CPU, from `/proc` (Linux only).
-pub fn thread_cpu_ns() -> Option<u64> {
+fn thread_cpu_ns() -> Option<u64> {
     schedstat_ns("/proc/thread-self/schedstat")
 }
 
