@@ -28,15 +28,6 @@ const CHECKPOINT_BUSY: Duration = Duration::from_millis(40);
 const CHECKPOINT_CATCH_UP: Duration = Duration::from_millis(1);
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
 
-/// How often, at most, the checkpointer starts the database file's writeback (see
-/// `start_writeback`), except close to the WAL's restart, where it does after every copy so
-/// the writer's sync finds little left. A copy every 40 ms rewrites the same hot pages (member
-/// rows, index leaves) again and again; written back after each, every rewrite reached the
-/// disk. Every 250 ms, the disk gets a page once for several rewrites: over HTTP, in hours
-/// when the disk was slow, the checkpointer wrote 6.8-7.4 KB per purchase instead of 10; the
-/// throughput stayed within the hour's spread (docs/PERFORMANCE.md).
-const WRITEBACK_EVERY: Duration = Duration::from_millis(250);
-
 pub struct Sqlite {
     path: String,
     /// Set once a checkpointer thread runs for this database.
@@ -214,8 +205,6 @@ impl Sqlite {
                 let database = std::fs::File::open(&path).ok();
                 // Frames copied back at the last look: a change means this pass wrote pages.
                 let mut last_copied = -1;
-                // When the database file's writeback was last started (see `WRITEBACK_EVERY`).
-                let mut written_back = std::time::Instant::now();
                 while shared.alive.load(Ordering::Relaxed) {
                     std::thread::sleep(pause);
                     let copied = {
@@ -226,16 +215,11 @@ impl Sqlite {
                     };
                     match copied {
                         Ok((log, copied)) => {
-                            let write_back = copied != last_copied
-                                && writes_back(log, shared.restart_frames, written_back.elapsed());
-                            if write_back
+                            if copied != last_copied
                                 && let Some(file) = &database
                                 && let Err(e) = start_writeback(file)
                             {
                                 tracing::debug!(error = %e, "cannot start writing the database file back");
-                            }
-                            if write_back {
-                                written_back = std::time::Instant::now();
                             }
                             last_copied = copied;
                             pause = if log == last_log {
@@ -275,10 +259,12 @@ impl Sqlite {
 /// end, which a copy beside a busy writer seldom does, so the pages copied over a whole cycle
 /// of the WAL used to wait in the page cache for the writer's sync when it starts the WAL
 /// over, the one sync that holds the writer (a trace: 12-31 ms, every other part of the pause
-/// well under 1 ms). Started after the copies (see [`WRITEBACK_EVERY`]), most of them are on
-/// disk by then: paced at 10,000 purchases/s for 45 s, that pause went from 20-25 to 14-19 ms on average and the
-/// p99 from 38-45 to 27-36 ms; the WAL's syncs, sharing the disk, from 0.4 to 0.55-0.65 ms
-/// and the p50 from 1.5 to 1.9-2.9 ms (docs/PERFORMANCE.md). Durability is unchanged: this
+/// well under 1 ms). Started after every copy, most of them are on disk by then: paced at
+/// 10,000 purchases/s for 45 s, that pause went from 20-25 to 14-19 ms on average and the p99
+/// from 38-45 to 27-36 ms; the WAL's syncs, sharing the disk, from 0.4 to 0.55-0.65 ms and the
+/// p50 from 1.5 to 1.9-2.9 ms. Started at most every 250 ms instead (fewer rewrites of the same
+/// hot pages reach the disk: 7 KB a purchase instead of 10), the pause was 20-26 ms again and
+/// the p99 39-58 ms against 31-36 (docs/PERFORMANCE.md). Durability is unchanged: this
 /// only starts writes that the sync SQLite makes would have made anyway.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
@@ -303,12 +289,6 @@ fn start_writeback(file: &std::fs::File) -> std::io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_: &std::fs::File) -> std::io::Result<()> {
     Ok(())
-}
-
-/// Whether a copy into the database file, made with the WAL `frames` long and the last
-/// writeback started `since` ago, starts the writeback now (see [`WRITEBACK_EVERY`]).
-fn writes_back(frames: i64, restart_frames: i64, since: Duration) -> bool {
-    catching_up(frames, restart_frames) || since >= WRITEBACK_EVERY
 }
 
 /// Whether the WAL (`frames` long) is close enough to the writer's restart for the
@@ -575,25 +555,6 @@ mod tests {
         assert!(super::catching_up(restart / 4 * 5 - 1, restart));
         assert!(!super::catching_up(restart / 4 * 5, restart));
         assert!(!super::catching_up(restart * 4, restart));
-    }
-
-    /// Far from the restart, the database file's writeback starts at most every
-    /// `WRITEBACK_EVERY`, so a page copied again and again reaches the disk once for several
-    /// copies; close to the restart, after every copy, so the writer's sync finds little left.
-    #[test]
-    fn the_writeback_waits_its_turn_except_close_to_the_restart() {
-        use std::time::Duration;
-        let restart = super::RESTART_FRAMES;
-        let soon = Duration::from_millis(40);
-        assert!(!super::writes_back(restart / 2, restart, soon));
-        assert!(!super::writes_back(restart * 4, restart, soon));
-        assert!(super::writes_back(
-            restart / 2,
-            restart,
-            super::WRITEBACK_EVERY
-        ));
-        assert!(super::writes_back(restart / 4 * 3, restart, Duration::ZERO));
-        assert!(super::writes_back(restart, restart, soon));
     }
 
     /// A WAL named with or without a directory: its directory is found and synced.
