@@ -895,6 +895,22 @@ fn machine_ticks() -> Option<(u64, u64, u64)> {
     Some((all, all - idle - steal, steal))
 }
 
+/// The time some task of the machine has waited on storage so far, in microseconds (the
+/// `some` line's `total` in `/proc/pressure/io`; Linux 4.20 and later).
+fn io_stalled_micros() -> Option<u64> {
+    parse_io_stalled(&std::fs::read_to_string("/proc/pressure/io").ok()?)
+}
+
+/// [`io_stalled_micros`] from the file's text.
+fn parse_io_stalled(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("some "))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
 /// Where the CPU went during a run: a figure that a busy or shared machine disturbs less than
 /// throughput, for comparing two builds.
 #[derive(Clone, Default)]
@@ -903,6 +919,10 @@ struct CpuUse {
     database: u64,
     driver: u64,
     machine: (u64, u64, u64),
+    /// Microseconds some task waited on storage ([`io_stalled_micros`]), and of the clock: over
+    /// a run, the share of its time the disk held someone up. A slow or shared disk moves
+    /// every durable figure; this says when it did.
+    io: Option<(u64, u64)>,
     /// The engine's process (the server, or this one in-process) by thread, see [`thread_part`].
     engine_threads: BTreeMap<&'static str, [u64; 2]>,
 }
@@ -916,6 +936,7 @@ impl CpuUse {
             database: if on_postgres { postgres_ticks() } else { 0 },
             driver: cpu_ticks("self").unwrap_or(0),
             machine: machine_ticks().unwrap_or_default(),
+            io: io_stalled_micros().map(|stalled| (stalled, clock_micros())),
             engine_threads: thread_ticks(
                 &server_pid.map_or_else(|| "self".to_string(), |p| p.to_string()),
             ),
@@ -940,8 +961,28 @@ impl CpuUse {
                 self.machine.1.saturating_sub(start.machine.1),
                 self.machine.2.saturating_sub(start.machine.2),
             ),
+            io: self
+                .io
+                .zip(start.io)
+                .map(|((s, c), (s0, c0))| (s.saturating_sub(s0), c.saturating_sub(c0))),
         }
     }
+
+    /// The share of the run's time some task waited on storage, in percent (Linux only).
+    fn io_pressure_percent(&self) -> Option<f64> {
+        self.io
+            .filter(|(_, clock)| *clock > 0)
+            .map(|(stalled, clock)| 100.0 * stalled as f64 / clock as f64)
+    }
+}
+
+/// A monotonic clock in microseconds, for [`CpuUse::io`].
+fn clock_micros() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
 }
 
 /// Clock ticks per second in `/proc` (USER_HZ, 100 on Linux whatever the kernel's HZ).
@@ -1270,11 +1311,15 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     if cpu.database > 0 {
         parts.push(format!("PostgreSQL {:.0} µs", micros_per_op(cpu.database)));
     }
+    let io_pressure = cpu.io_pressure_percent();
     println!(
-        "CPU per operation: {}; machine {:.0} % busy, {:.0} % stolen by the hypervisor",
+        "CPU per operation: {}; machine {:.0} % busy, {:.0} % stolen by the hypervisor{}",
         parts.join(", "),
         share(busy),
-        share(steal)
+        share(steal),
+        io_pressure.map_or(String::new(), |p| format!(
+            ", some task waiting on storage {p:.0} % of the time"
+        ))
     );
     // In-process, the tokio workers run both the use cases and the load generator.
     let mut by_thread: Vec<(&str, f64)> = cpu
@@ -1377,6 +1422,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "kb_written_per_operation_by_thread": as_json(&written),
         "machine_busy_percent": share(busy),
         "machine_steal_percent": share(steal),
+        "io_pressure_percent": io_pressure,
         "server_rss_mb": server_rss,
         "startup_ms": startup_ms,
     });
@@ -1585,6 +1631,33 @@ mod tests {
         assert_eq!(floor_folder("sqlite://data/b.db"), PathBuf::from("data"));
         assert_eq!(floor_folder("sqlite://b.db"), PathBuf::from("."));
         assert_eq!(floor_folder("sqlite:b.db"), PathBuf::from("."));
+    }
+
+    /// The storage pressure figure reads the `some` line's total, whatever the order of its
+    /// fields, and nothing from a file it does not understand.
+    #[test]
+    fn storage_pressure_is_read_from_the_some_line() {
+        let text = "some avg10=0.10 avg60=1.32 avg300=0.67 total=2918489\nfull avg10=0.08 avg60=1.23 avg300=0.63 total=2677942\n";
+        assert_eq!(parse_io_stalled(text), Some(2_918_489));
+        assert_eq!(parse_io_stalled("some total=7 avg10=1.00"), Some(7));
+        assert_eq!(parse_io_stalled("full avg10=0.08 total=5"), None);
+        assert_eq!(parse_io_stalled("some avg10=0.10 total=x"), None);
+        assert_eq!(parse_io_stalled(""), None);
+        let run = CpuUse {
+            io: Some((500_000, 2_000_000)),
+            ..CpuUse::default()
+        };
+        assert_eq!(run.io_pressure_percent(), Some(25.0));
+        let start = CpuUse {
+            io: Some((100_000, 1_000_000)),
+            ..CpuUse::default()
+        };
+        let end = CpuUse {
+            io: Some((400_000, 3_000_000)),
+            ..CpuUse::default()
+        };
+        assert_eq!(end.since(&start).io_pressure_percent(), Some(15.0));
+        assert_eq!(CpuUse::default().io_pressure_percent(), None);
     }
 
     #[test]
