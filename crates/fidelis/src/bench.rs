@@ -58,6 +58,9 @@ pub struct BenchOptions {
     /// The programme has a tier ladder on spend over 12 rolling months: every purchase
     /// measures the member's spend in the window and may move the member up.
     pub tiers: bool,
+    /// Purchases carry the fixed two-line baskets of the figures before 2026-11-25 instead of
+    /// the simulator's (see [`Baskets`]).
+    pub simple_baskets: bool,
     /// Past purchases per member, dated over the last 24 months, posted before the run.
     pub history: usize,
     /// Points expire this many months after they were earned (0: they never expire), so a
@@ -107,9 +110,10 @@ fn tenant_settings(expiry_months: u32) -> ProgramSettings {
 
 const TENANT: &str = "bench";
 
-/// Points the bench's reward costs by default: less than the smallest purchase earns (7.50 at
-/// one point per unit), so a member redeeming after each of their purchases never runs short.
-/// A dearer reward (`--reward-points`) measures refused redemptions (they count as failed).
+/// Points the bench's reward costs by default. The smallest simple basket earns more (7.50 at
+/// one point per unit); of the simulator's baskets, only those that earned this much lead to a
+/// redemption (see `remember`), so a member redeemed for after a purchase never runs short. A
+/// dearer reward (`--reward-points`) measures refused redemptions (they count as failed).
 pub const REWARD_COST: i64 = 5;
 
 /// What `load` made: member ids, the API key, the reward to redeem, members loaded per second.
@@ -121,15 +125,9 @@ struct Loaded {
 }
 
 /// Creates the tenant, a key, the reward and `n` members through the use cases.
-async fn load(
-    url: &str,
-    n: usize,
-    reward_points: i64,
-    capped_rule: bool,
-    tiers: bool,
-    history: usize,
-    expiry_months: u32,
-) -> anyhow::Result<Loaded> {
+async fn load(url: &str, o: &BenchOptions, baskets: &Baskets) -> anyhow::Result<Loaded> {
+    let (n, reward_points, expiry_months) = (o.members, o.reward_points, o.expiry_months);
+    let (capped_rule, tiers, history) = (o.capped_rule, o.tiers, o.history);
     let store = db::open(url, Utc::now().timestamp_micros())?;
     let app = App::new(store.clone(), Arc::new(SystemClock));
     store
@@ -226,7 +224,7 @@ async fn load(
     }
     let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
     if history > 0 {
-        post_history(&app, &who, &ids, history).await?;
+        post_history(&app, &who, &ids, history, baskets).await?;
     }
     Ok(Loaded {
         members: ids,
@@ -272,6 +270,7 @@ async fn post_history(
     who: &Principal,
     members: &[String],
     per_member: usize,
+    baskets: &Baskets,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let now = Utc::now();
@@ -288,7 +287,7 @@ async fn post_history(
             seq += 1;
             let back = span * (per_member - k) as i32 / per_member as i32
                 - chrono::Duration::minutes((i % 1000) as i64);
-            let mut input = purchase_body(m, &format!("past-{k}-{i}"), seq);
+            let mut input = baskets.purchase(m, &format!("past-{k}-{i}"), seq);
             input.occurred_at = Some((now - back).to_rfc3339());
             let (app, who) = (app.clone(), who.clone());
             set.spawn(async move {
@@ -310,7 +309,100 @@ async fn post_history(
     Ok(())
 }
 
-fn purchase_body(member: &str, order: &str, seq: u64) -> PurchaseInput {
+/// The baskets the bench's purchases carry. By default the simulator's: the purchases of a
+/// simulated retailer's 13 months (2,000 shoppers, about 28,000 orders, `fidelis_sim`), so
+/// their lines, quantities, prices, totals, channels and stores are distributed as the
+/// simulator's shoppers buy; the n-th purchase of a run takes the n-th basket, round the
+/// pool. `Simple` is the fixed two-line basket (an item of 5 to 75 EUR, one to three of it,
+/// and a 2.50 bag) that every figure before 2026-11-25 was measured with.
+enum Baskets {
+    Simple,
+    Simulated(Vec<Basket>),
+}
+
+/// A purchase of the simulation, without its member, order id and date.
+struct Basket {
+    channel: Channel,
+    store_id: Option<String>,
+    currency: String,
+    total: String,
+    lines: Vec<LineInput>,
+}
+
+/// Shoppers of the simulation the baskets come from.
+const BASKET_SHOPPERS: usize = 2_000;
+
+impl Baskets {
+    fn new(simple: bool) -> anyhow::Result<Baskets> {
+        if simple {
+            return Ok(Baskets::Simple);
+        }
+        let cfg = fidelis_sim::SimConfig {
+            members: BASKET_SHOPPERS,
+            ..fidelis_sim::SimConfig::demo(Utc::now())
+        };
+        let sim = fidelis_sim::simulate(&cfg).map_err(anyhow::Error::msg)?;
+        let pool: Vec<Basket> = sim
+            .events
+            .into_iter()
+            .filter_map(|e| match e {
+                fidelis_sim::SimEvent::Purchase { input, .. } if !input.lines.is_empty() => {
+                    Some(Basket {
+                        channel: input.channel,
+                        store_id: input.store_id,
+                        currency: input.currency,
+                        total: input.total,
+                        lines: input.lines,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if pool.is_empty() {
+            bail!("the simulation made no purchases to take baskets from");
+        }
+        Ok(Baskets::Simulated(pool))
+    }
+
+    /// The `seq`-th purchase of a run, for `member`, under `order`.
+    fn purchase(&self, member: &str, order: &str, seq: u64) -> PurchaseInput {
+        let member = MemberRef {
+            id: Some(member.to_string()),
+            external_id: None,
+        };
+        let pool = match self {
+            Baskets::Simple => return simple_purchase(member, order, seq),
+            Baskets::Simulated(pool) => pool,
+        };
+        let b = &pool[(seq % pool.len() as u64) as usize];
+        PurchaseInput {
+            member,
+            order_id: order.to_string(),
+            occurred_at: None,
+            channel: b.channel,
+            store_id: b.store_id.clone(),
+            currency: b.currency.clone(),
+            total: b.total.clone(),
+            lines: b.lines.clone(),
+        }
+    }
+
+    /// The `seq`-th purchase resent with one more of its last line (and the total to match),
+    /// as a till resending a changed basket under the same order id.
+    fn resend(&self, member: &str, order: &str, seq: u64) -> PurchaseInput {
+        let mut input = self.purchase(member, order, seq);
+        if let Some(last) = input.lines.last_mut() {
+            last.quantity += 1;
+            let total = fidelis_core::money::parse_minor(&input.total, 2).unwrap_or(0);
+            let unit = fidelis_core::money::parse_minor(&last.unit_price, 2).unwrap_or(0);
+            input.total = fidelis_core::money::format_minor(total + unit, 2);
+        }
+        input
+    }
+}
+
+/// The fixed basket of [`Baskets::Simple`].
+fn simple_purchase(member: MemberRef, order: &str, seq: u64) -> PurchaseInput {
     let price = 500 + (seq % 97) * 73;
     let qty = 1 + (seq % 3) as i64;
     let lines = vec![
@@ -329,10 +421,7 @@ fn purchase_body(member: &str, order: &str, seq: u64) -> PurchaseInput {
     ];
     let total = price as i64 * qty + 250;
     PurchaseInput {
-        member: MemberRef {
-            id: Some(member.to_string()),
-            external_id: None,
-        },
+        member,
         order_id: order.to_string(),
         occurred_at: None,
         channel: if seq.is_multiple_of(4) {
@@ -452,6 +541,7 @@ struct Shared {
     seq: AtomicU64,
     batch_size: usize,
     ceiling: bool,
+    baskets: Baskets,
 }
 
 enum Driver {
@@ -572,7 +662,9 @@ async fn connection(
                 refund_id: None,
                 amount: None,
                 lines: Some(vec![fidelis_core::event::RefundLineInput {
-                    sku: purchase_body("", order, *seq).lines[0].sku.clone(),
+                    sku: shared.baskets.purchase("", order, *seq).lines[0]
+                        .sku
+                        .clone(),
                     quantity: 1,
                 }]),
                 occurred_at: None,
@@ -594,9 +686,7 @@ async fn connection(
                 _ => false,
             }
         } else if let Some((m, order, seq)) = &resend {
-            let mut input = purchase_body(m, order, *seq);
-            input.lines[1].quantity += 1;
-            input.total = changed_total(&input.total);
+            let input = shared.baskets.resend(m, order, *seq);
             // Another request, so another key (when keys are sent).
             let idem = shared.idem_key(format!("{order}-again"));
             purchase(&mut http, &driver, &who, &shared.key, input, idem).await? == 409
@@ -606,10 +696,11 @@ async fn connection(
                 .map(|_| {
                     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
                     let m = &shared.members[(rand() % shared.members.len() as u64) as usize];
-                    remember(&mut buyers, m);
-                    let mut e =
-                        serde_json::to_value(purchase_body(m, &format!("b{conn_no}-{seq}"), seq))
-                            .unwrap_or_default();
+                    let input = shared
+                        .baskets
+                        .purchase(m, &format!("b{conn_no}-{seq}"), seq);
+                    remember(&mut buyers, m, &input);
+                    let mut e = serde_json::to_value(input).unwrap_or_default();
                     if let Some(o) = e.as_object_mut() {
                         o.insert("type".into(), "purchase".into());
                     }
@@ -640,8 +731,8 @@ async fn connection(
         } else {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
             let order = format!("b{conn_no}-{seq}");
-            let input = purchase_body(member, &order, seq);
-            remember(&mut buyers, member);
+            let input = shared.baskets.purchase(member, &order, seq);
+            remember(&mut buyers, member, &input);
             let idem = shared.idem_key(order.clone());
             last_order = Some((member.clone(), order, seq));
             purchase(&mut http, &driver, &who, &shared.key, input, idem).await? == 201
@@ -711,15 +802,15 @@ fn in_process_key(key: Option<String>) -> Option<fidelis_store::IdemKey> {
     })
 }
 
-/// A purchase's total with 2.50 more (one more bag): the same order, another basket.
-fn changed_total(total: &str) -> String {
-    let minor = fidelis_core::money::parse_minor(total, 2).unwrap_or(0);
-    fidelis_core::money::format_minor(minor + 250, 2)
-}
-
-/// Notes a member a connection bought for (a purchase that failed leaves a redemption that
-/// fails, counted as such). The queue is bounded; the oldest are forgotten.
-fn remember(buyers: &mut std::collections::VecDeque<String>, member: &str) {
+/// Notes a member a connection bought `input` for, to redeem for later, if that purchase
+/// earned at least [`REWARD_COST`] points (one a currency unit: a shopper whose basket earned
+/// less does not try the reward). A purchase that failed leaves a redemption that fails,
+/// counted as such. The queue is bounded; the oldest are forgotten.
+fn remember(buyers: &mut std::collections::VecDeque<String>, member: &str, input: &PurchaseInput) {
+    let units = fidelis_core::money::parse_minor(&input.total, 2).unwrap_or(0) / 100;
+    if units < REWARD_COST {
+        return;
+    }
     if buyers.len() >= 64 {
         buyers.pop_front();
     }
@@ -1050,22 +1141,14 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             (format!("sqlite://{}", path.display()), "sqlite")
         }
     };
+    let baskets = Baskets::new(o.simple_baskets)?;
     eprintln!("loading {} members into {kind}...", o.members);
     let Loaded {
         members,
         key,
         reward,
         rate: load_rate,
-    } = load(
-        &url,
-        o.members,
-        o.reward_points,
-        o.capped_rule,
-        o.tiers,
-        o.history,
-        o.expiry_months,
-    )
-    .await?;
+    } = load(&url, &o, &baskets).await?;
     eprintln!("loaded {} members at {load_rate:.0}/s", members.len());
 
     let mut child = None;
@@ -1126,6 +1209,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         seq: AtomicU64::new(0),
         batch_size: o.batch_size,
         ceiling: o.ceiling,
+        baskets,
     });
     let server_pid = child.as_ref().and_then(|c: &Child| c.0.id());
     let on_postgres = kind == "postgres";
@@ -1380,6 +1464,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         "idempotency_keys": o.idempotency_keys,
         "capped_rule": o.capped_rule,
         "tiers": o.tiers,
+        "baskets": if o.simple_baskets { "simple" } else { "simulated" },
         "history": o.history,
         "expiry_months": o.expiry_months,
         "resend_share": o.resend_share,
@@ -1631,6 +1716,44 @@ mod tests {
         assert_eq!(floor_folder("sqlite://data/b.db"), PathBuf::from("data"));
         assert_eq!(floor_folder("sqlite://b.db"), PathBuf::from("."));
         assert_eq!(floor_folder("sqlite:b.db"), PathBuf::from("."));
+    }
+
+    /// The simulator's baskets are whole purchases (lines that add up to the total), of more
+    /// than one shape; a resend adds one of the last line and its price to the total.
+    #[test]
+    fn purchases_carry_the_simulators_baskets() {
+        use fidelis_core::money::parse_minor;
+        let baskets = Baskets::new(false).expect("a simulation");
+        let Baskets::Simulated(pool) = &baskets else {
+            panic!("the simulator's baskets by default");
+        };
+        assert!(pool.len() > 10_000, "{} baskets", pool.len());
+        let sum = |p: &PurchaseInput| -> i64 {
+            p.lines
+                .iter()
+                .map(|l| parse_minor(&l.unit_price, 2).expect("a price") * l.quantity)
+                .sum()
+        };
+        let mut shapes = std::collections::BTreeSet::new();
+        for seq in 0..500 {
+            let p = baskets.purchase("mem_1", "o-1", seq);
+            assert_eq!(p.member.id.as_deref(), Some("mem_1"));
+            assert_eq!(p.order_id, "o-1");
+            assert_eq!(sum(&p), parse_minor(&p.total, 2).expect("a total"), "{p:?}");
+            shapes.insert((p.lines.len(), p.channel as u8));
+            let again = baskets.resend("mem_1", "o-1", seq);
+            let last = |p: &PurchaseInput| p.lines.last().map(|l| l.quantity).unwrap_or(0);
+            assert_eq!(last(&again), last(&p) + 1);
+            assert_eq!(sum(&again), parse_minor(&again.total, 2).expect("a total"));
+        }
+        assert!(
+            shapes.len() > 3,
+            "baskets of several sizes and channels: {shapes:?}"
+        );
+        let simple = Baskets::new(true).expect("simple baskets");
+        let p = simple.purchase("mem_1", "o-1", 7);
+        assert_eq!(p.lines.len(), 2);
+        assert_eq!(sum(&p), parse_minor(&p.total, 2).expect("a total"));
     }
 
     /// The storage pressure figure reads the `some` line's total, whatever the order of its

@@ -131,6 +131,10 @@ enum Command {
         /// Platinum ×2): every purchase measures the member's spend and may move the tier.
         #[arg(long)]
         tiers: bool,
+        /// Purchases carry a fixed two-line basket, as every figure before 2026-11-25 was
+        /// measured, instead of the simulator's baskets (its lines, prices, channels, stores).
+        #[arg(long)]
+        simple_baskets: bool,
         /// Past purchases per member, dated over the last 24 months and posted before the run
         /// (a programme with years of history; with --tiers, half of them are in the window).
         #[arg(long, default_value_t = 0)]
@@ -332,6 +336,7 @@ async fn main() -> anyhow::Result<()> {
             idempotency_keys,
             capped_rule,
             tiers,
+            simple_baskets,
             history,
             expiry_months,
             rate,
@@ -412,6 +417,7 @@ async fn main() -> anyhow::Result<()> {
                 idempotency_keys,
                 capped_rule,
                 tiers,
+                simple_baskets,
                 history,
                 expiry_months,
                 rate,

@@ -120,6 +120,16 @@ fn bench_over_http_paced_drives_every_operation_and_verifies_the_ledger() {
 fn bench_in_process_drives_every_operation_and_verifies_the_ledger() {
     let report = bench(&["--inprocess", "--redeem-share", "0.2"]);
     check(&report, "inprocess");
+    assert_eq!(report["baskets"], "simulated", "{report}");
+}
+
+/// The fixed baskets of the figures before 2026-11-25 are still there to compare with them.
+#[test]
+fn simple_baskets_are_kept_for_comparing_with_earlier_figures() {
+    let report = bench(&["--inprocess", "--simple-baskets", "--refund-share", "0.1"]);
+    check(&report, "inprocess");
+    assert_eq!(report["baskets"], "simple", "{report}");
+    assert_eq!(operation(&report, "refund")["failed"], 0, "{report}");
 }
 
 #[test]
