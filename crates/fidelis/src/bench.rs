@@ -391,14 +391,30 @@ impl Baskets {
     /// as a till resending a changed basket under the same order id.
     fn resend(&self, member: &str, order: &str, seq: u64) -> PurchaseInput {
         let mut input = self.purchase(member, order, seq);
+        let exponent = exponent_of(&input);
         if let Some(last) = input.lines.last_mut() {
             last.quantity += 1;
-            let total = fidelis_core::money::parse_minor(&input.total, 2).unwrap_or(0);
-            let unit = fidelis_core::money::parse_minor(&last.unit_price, 2).unwrap_or(0);
-            input.total = fidelis_core::money::format_minor(total + unit, 2);
+            let total = fidelis_core::money::parse_minor(&input.total, exponent).unwrap_or(0);
+            let unit = fidelis_core::money::parse_minor(&last.unit_price, exponent).unwrap_or(0);
+            input.total = fidelis_core::money::format_minor(total + unit, exponent);
         }
         input
     }
+
+    /// The first line's SKU of the `seq`-th purchase (what a return of one item names).
+    fn first_sku(&self, seq: u64) -> String {
+        match self {
+            Baskets::Simulated(pool) => pool[(seq % pool.len() as u64) as usize].lines[0]
+                .sku
+                .clone(),
+            Baskets::Simple => self.purchase("", "", seq).lines[0].sku.clone(),
+        }
+    }
+}
+
+/// The decimals of a purchase's currency (2 when it is not one Fidelis knows).
+fn exponent_of(input: &PurchaseInput) -> u8 {
+    fidelis_core::money::Currency::parse(&input.currency).map_or(2, |c| c.exponent())
 }
 
 /// The fixed basket of [`Baskets::Simple`].
@@ -662,9 +678,7 @@ async fn connection(
                 refund_id: None,
                 amount: None,
                 lines: Some(vec![fidelis_core::event::RefundLineInput {
-                    sku: shared.baskets.purchase("", order, *seq).lines[0]
-                        .sku
-                        .clone(),
+                    sku: shared.baskets.first_sku(*seq),
                     quantity: 1,
                 }]),
                 occurred_at: None,
@@ -807,8 +821,9 @@ fn in_process_key(key: Option<String>) -> Option<fidelis_store::IdemKey> {
 /// less does not try the reward). A purchase that failed leaves a redemption that fails,
 /// counted as such. The queue is bounded; the oldest are forgotten.
 fn remember(buyers: &mut std::collections::VecDeque<String>, member: &str, input: &PurchaseInput) {
-    let units = fidelis_core::money::parse_minor(&input.total, 2).unwrap_or(0) / 100;
-    if units < REWARD_COST {
+    let exponent = exponent_of(input);
+    let minor = fidelis_core::money::parse_minor(&input.total, exponent).unwrap_or(0);
+    if minor / 10_i64.pow(u32::from(exponent)) < REWARD_COST {
         return;
     }
     if buyers.len() >= 64 {
@@ -1754,6 +1769,30 @@ mod tests {
         let p = simple.purchase("mem_1", "o-1", 7);
         assert_eq!(p.lines.len(), 2);
         assert_eq!(sum(&p), parse_minor(&p.total, 2).expect("a total"));
+    }
+
+    /// A member is kept for a later redemption only after a basket that earned the reward's
+    /// points; a return names the basket's first line.
+    #[test]
+    fn only_baskets_that_earned_the_reward_lead_to_a_redemption() {
+        let baskets = Baskets::new(true).expect("simple baskets");
+        let mut buyers = std::collections::VecDeque::new();
+        let mut small = baskets.purchase("mem_small", "o-1", 1);
+        small.total = "4.99".into();
+        remember(&mut buyers, "mem_small", &small);
+        assert!(buyers.is_empty());
+        let mut enough = baskets.purchase("mem_enough", "o-2", 2);
+        enough.total = "5.00".into();
+        remember(&mut buyers, "mem_enough", &enough);
+        assert_eq!(buyers, ["mem_enough"]);
+        let sim = Baskets::new(false).expect("a simulation");
+        for seq in [0, 7, 12_345] {
+            assert_eq!(sim.first_sku(seq), sim.purchase("m", "o", seq).lines[0].sku);
+            assert_eq!(
+                baskets.first_sku(seq),
+                baskets.purchase("m", "o", seq).lines[0].sku
+            );
+        }
     }
 
     /// The storage pressure figure reads the `some` line's total, whatever the order of its
