@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use fidelis_app::{App, ManualClock, Principal, Scope};
 use fidelis_core::ProgramSettings;
 use fidelis_core::event::{CustomInput, PurchaseInput, RefundInput};
+use fidelis_core::ledger::clawback_target;
 use fidelis_core::program::ExpiryPolicy;
 use fidelis_core::rules::define::{CampaignDef, RuleDef, Status};
+use fidelis_store::awards::RecordedAward;
 use fidelis_store::model::PurchaseOutcome;
 use fidelis_store_tests::{TestDb, on_both};
 use serde_json::{Value, json};
@@ -110,6 +112,30 @@ impl Env {
             .await
             .expect("balance")
             .available
+    }
+
+    /// The event's awards as the store shows them.
+    async fn shown(&self, event_id: i64) -> Vec<RecordedAward> {
+        self.app
+            .store
+            .event_awards("acme", event_id)
+            .await
+            .expect("awards")
+    }
+
+    /// How many award rows the event has.
+    async fn award_rows(&self, event_id: i64) -> i64 {
+        self.app
+            .store
+            .read(move |c| {
+                Ok(c.query_one(
+                    "SELECT COUNT(*) FROM awards WHERE tenant_id = 'acme' AND event_id = $1",
+                    &[event_id.into()],
+                )?
+                .map_or(0, |r| r.int(0)))
+            })
+            .await
+            .expect("award rows counted")
     }
 
     async fn verified(&self) {
@@ -503,7 +529,53 @@ async fn refund_rules_apply_once_per_refund(db: TestDb) {
     e.verified().await;
 }
 
+/// A purchase that earns the base rate alone leaves no award row: its order holds that award
+/// (points, total, refunded, clawed back). It is still shown as the base award, and its refunds
+/// claw back what a row would have given, as they do from the base award of an order whose
+/// awards have rows.
+async fn a_purchase_earning_the_base_rate_alone_keeps_its_award_on_the_order(db: TestDb) {
+    let e = env(db, "2026-03-10T12:00:00Z").await;
+    let lines = json!([
+        {"sku": "shirt", "category": "clothes", "quantity": 2, "unit_price": "10.00"},
+        {"sku": "cap", "category": "clothes", "quantity": 1, "unit_price": "13.00"},
+    ]);
+    let plain = e.buy("c1", "o1", lines.clone(), "33.00").await;
+    assert_eq!(plain.points, 33);
+    assert_eq!(e.award_rows(plain.event_id).await, 0);
+    let base = |points, clawed_back| RecordedAward {
+        source: "base".into(),
+        rule_version: None,
+        campaign_id: None,
+        points,
+        clawed_back,
+    };
+    assert_eq!(e.shown(plain.event_id).await, vec![base(33, 0)]);
+    // Beside a rule's award, the base rate's has its row too.
+    e.rule(json!({"name": "Order bonus", "trigger": "purchase", "effects": [{"type": "points", "points": 5}]}))
+        .await;
+    let ruled = e.buy("c1", "o2", lines, "33.00").await;
+    assert_eq!((ruled.points, e.award_rows(ruled.event_id).await), (38, 2));
+    // One shirt back by line, then 3.33 by amount, from each order.
+    for order in ["o1", "o2"] {
+        e.refund(order, json!({"lines": [{"sku": "shirt", "quantity": 1}]}))
+            .await;
+        e.refund(order, json!({"amount": "3.33"})).await;
+    }
+    let clawed = clawback_target(33, 3300, 1333);
+    assert_eq!(clawed, 13);
+    assert_eq!(e.shown(plain.event_id).await, vec![base(33, clawed)]);
+    let ruled_base: Vec<_> = e
+        .shown(ruled.event_id)
+        .await
+        .into_iter()
+        .filter(|a| a.source == "base")
+        .collect();
+    assert_eq!(ruled_base, vec![base(33, clawed)]);
+    e.verified().await;
+}
+
 on_both!(
+    a_purchase_earning_the_base_rate_alone_keeps_its_award_on_the_order,
     refund_rules_apply_once_per_refund,
     a_rule_activated_on_one_node_applies_on_another_within_the_recheck,
     caps_hold_under_50_concurrent_events_for_one_member,

@@ -283,8 +283,29 @@ pub(crate) fn settle_with(
     Ok(out)
 }
 
-/// Records the awards an event gave (a row per award with points), with what each was
-/// computed on: its line basis, or the whole `total_minor`.
+/// The awards of an event that are recorded as rows: those with points, except a purchase's
+/// lone award of the programme's base rate on the whole order. That award is what the order
+/// row already holds (`awarded` points on `total_minor`, with the order's `refunded_minor` and
+/// `clawed_back`), and a refund of an order without award rows claws back in proportion to
+/// the order, which for that award is the same sum as its row would give. Most purchases earn
+/// the base rate and nothing else; a row per purchase was a table row and two index entries
+/// on the write path for nothing. [`Store::event_awards`] shows such an order's award again.
+pub(crate) fn recorded(awards: &[Award]) -> impl Iterator<Item = &Award> {
+    let earning = || awards.iter().filter(|a| a.points > 0);
+    let base_alone = earning().count() == 1 && earning().all(is_whole_order_base);
+    earning().filter(move |_| !base_alone)
+}
+
+/// The programme's base rate, on the whole order, with no rule, campaign or terms.
+fn is_whole_order_base(a: &Award) -> bool {
+    a.source == BASE_SOURCE && a.rule_version.is_none() && a.campaign.is_none() && a.terms.is_none()
+}
+
+/// The source of the base rate's award (`fidelis_core::earn::BaseEarner`).
+const BASE_SOURCE: &str = "base";
+
+/// Records the awards an event gave ([`recorded`]), with what each was computed on: its line
+/// basis, or the whole `total_minor`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record(
     c: &mut dyn Conn,
@@ -296,7 +317,7 @@ pub(crate) fn record(
     total_minor: i64,
     now: i64,
 ) -> Result<()> {
-    for a in awards.iter().filter(|a| a.points > 0) {
+    for a in recorded(awards) {
         let basis = a.terms.as_deref().and_then(|t| t.basis.as_ref());
         let basis_json = basis.map(serde_json::to_string).transpose()?;
         let basis_total = basis.map_or(total_minor, |b| b.total_minor);
@@ -634,19 +655,29 @@ impl Store {
     pub async fn event_awards(&self, tenant: &str, event_id: i64) -> Result<Vec<RecordedAward>> {
         let tenant = tenant.to_string();
         self.read(move |c| {
-            Ok(c.query(
+            let by_event: &[Param<'_>] = &[tenant.as_str().into(), event_id.into()];
+            let mut rows = c.query(
                 "SELECT source, rule_version, campaign_id, points, clawed_back FROM awards WHERE tenant_id = $1 AND event_id = $2 ORDER BY id",
-                &[tenant.as_str().into(), event_id.into()],
-            )?
-            .iter()
-            .map(|r| RecordedAward {
-                source: r.text(0),
-                rule_version: r.opt_int(1),
-                campaign_id: r.opt_text(2),
-                points: r.int(3),
-                clawed_back: r.int(4),
-            })
-            .collect())
+                by_event,
+            )?;
+            if rows.is_empty() {
+                // A purchase that earned the base rate alone has no award row (`recorded`):
+                // its order holds the award.
+                rows = c.query(
+                    &format!("SELECT CAST('{BASE_SOURCE}' AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT), o.awarded, o.clawed_back FROM events e JOIN orders o ON o.tenant_id = e.tenant_id AND o.order_id = e.order_id WHERE e.tenant_id = $1 AND e.id = $2 AND e.kind = 'purchase' AND o.event_id = e.id AND o.awarded > 0"),
+                    by_event,
+                )?;
+            }
+            Ok(rows
+                .iter()
+                .map(|r| RecordedAward {
+                    source: r.text(0),
+                    rule_version: r.opt_int(1),
+                    campaign_id: r.opt_text(2),
+                    points: r.int(3),
+                    clawed_back: r.int(4),
+                })
+                .collect())
         })
         .await
     }

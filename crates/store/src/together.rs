@@ -639,7 +639,7 @@ struct AwardRow<'a> {
 fn award_rows<'a>(plans: &[&'a Plan<'a>]) -> Result<Vec<AwardRow<'a>>> {
     let mut rows = Vec::new();
     for pl in plans {
-        for a in pl.awards.iter().filter(|a| a.points > 0) {
+        for a in crate::awards::recorded(&pl.awards) {
             let basis = a.terms.as_deref().and_then(|t| t.basis.as_ref());
             rows.push(AwardRow {
                 plan: pl,
