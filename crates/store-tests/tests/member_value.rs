@@ -1058,6 +1058,94 @@ async fn a_purchase_that_reaches_a_threshold_upgrades_at_once(db: TestDb) {
     assert_ledger_ok(&store).await;
 }
 
+/// How many of the tenant's events are left out of `events_by_member` (written while the
+/// programme had no spend or orders ladder).
+async fn skipped_events(store: &Store) -> i64 {
+    store
+        .read(|c| {
+            Ok(c.query_one(
+                "SELECT COUNT(*) FROM events WHERE tenant_id = $1 AND tier_skip IS NOT NULL",
+                &[T.into()],
+            )?
+            .map_or(0, |r| r.int(0)))
+        })
+        .await
+        .expect("counted")
+}
+
+async fn put_program(store: &Store, s: &ProgramSettings, at: DateTime<Utc>) {
+    store
+        .put_program(T, s, "test", None, us(at))
+        .await
+        .expect("programme saved");
+}
+
+/// A programme without a spend or orders ladder writes no member-events index entries for its
+/// purchases and refunds; setting such a ladder later puts them back, so it measures them, and
+/// so does setting it again after it was taken away.
+async fn a_spend_ladder_set_after_purchases_measures_them(db: TestDb) {
+    let plain = base_settings();
+    let store = setup(&db, &plain).await;
+    let m = member(&store, "c1").await;
+    buy(&store, &plain, &m, "o1", "180.00", t0()).await;
+    buy(&store, &plain, &m, "o2", "100.00", t0()).await;
+    refund(&store, &plain, "o2", "40.00", t0() + Duration::days(1)).await;
+    assert_eq!(skipped_events(&store).await, 3);
+    let mut tiered = plain.clone();
+    tiered.tiers = Some(spend_tiers(Downgrade::OneDown, 0, OnRefund::AtReview));
+    put_program(&store, &tiered, t0() + Duration::days(2)).await;
+    assert_eq!(skipped_events(&store).await, 0);
+    // 180 + 100 − 40 + 260 = 500.00: Gold.
+    let at = t0() + Duration::days(3);
+    buy(&store, &tiered, &m, "o3", "260.00", at).await;
+    assert_eq!(
+        tier_of(&store, &tiered, &m, at).await.as_deref(),
+        Some("Gold")
+    );
+    // Taken away, a purchase is left out again; set again, it counts.
+    put_program(&store, &plain, at).await;
+    buy(&store, &plain, &m, "o4", "50.00", t0() + Duration::days(4)).await;
+    assert_eq!(skipped_events(&store).await, 1);
+    let at = t0() + Duration::days(5);
+    put_program(&store, &tiered, at).await;
+    assert_eq!(skipped_events(&store).await, 0);
+    let v = store
+        .member_tier(T, &m, tiered.clone(), us(at))
+        .await
+        .expect("view");
+    assert_eq!(v.message.as_deref(), Some("1450.00 EUR more to Platinum"));
+    assert_ledger_ok(&store).await;
+}
+
+/// A spend ladder set while purchases are being written still finds every one of them: a
+/// purchase either sees the ladder or is written before the programme's update fills the
+/// index (on PostgreSQL the update waits for the purchases that read the programme without it).
+async fn a_spend_ladder_set_during_purchases_misses_none(db: TestDb) {
+    let plain = base_settings();
+    let store = setup(&db, &plain).await;
+    let mut tiered = plain.clone();
+    tiered.tiers = Some(spend_tiers(Downgrade::OneDown, 0, OnRefund::AtReview));
+    let people = buyers(&store, 40).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..3 {
+        spawn_buys(&mut tasks, &store, &plain, &people, round, ());
+    }
+    tokio::task::yield_now().await;
+    put_program(&store, &tiered, t0()).await;
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a purchase task");
+    }
+    assert_eq!(skipped_events(&store).await, 0);
+    for b in &people {
+        let v = store
+            .member_tier(T, b, tiered.clone(), us(t0()))
+            .await
+            .expect("view");
+        assert_eq!(v.message.as_deref(), Some("440.00 EUR more to Gold"), "{b}");
+    }
+    assert_ledger_ok(&store).await;
+}
+
 /// A ladder over a short rolling window, so events leave it often: Silver from 0, Gold from
 /// 150.00 (or 4 orders), Platinum from 400.00 (or 9 orders), reviewed every 2 months.
 fn short_window(metric: Metric) -> TierConfig {
@@ -1869,6 +1957,8 @@ async fn plan_perks_apply_only_while_the_subscription_is_active(db: TestDb) {
 }
 
 on_both!(
+    a_spend_ladder_set_after_purchases_measures_them,
+    a_spend_ladder_set_during_purchases_misses_none,
     a_redemption_answers_the_coupon_and_balance_as_stored,
     an_adjustment_answers_the_stored_balance_and_is_the_members_activity,
     a_refused_redemption_does_not_send_its_batch_round_again,

@@ -19,6 +19,13 @@ impl Dialect {
             Dialect::Postgres => " FOR UPDATE",
         }
     }
+    /// A shared row lock where the dialect has row locks (SQLite's one writer serializes).
+    pub fn for_share(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR SHARE",
+        }
+    }
     /// A row's id as [`Conn::watch_rows`] reports it (SQLite's `rowid`); PostgreSQL watches
     /// no rows, and reads a constant.
     pub fn row_id(&self) -> &'static str {

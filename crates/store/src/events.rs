@@ -58,7 +58,7 @@ pub(crate) fn purchase(
     }
     let occurred = p.occurred_at.timestamp_micros();
     let event_id = c.insert_id(
-            "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload) VALUES ($1, $2, 'purchase', 'purchase', $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            &format!("INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload, tier_skip) VALUES ($1, $2, 'purchase', 'purchase', $3, $4, $5, $6, $7, $8, $9, $10, {}) RETURNING id", crate::tiers::tier_skip_sql(c.dialect())),
             &[tenant.into(), member.as_str().into(), (&p.order_id).into(), occurred.into(), now.into(), p.channel.as_str().into(), p.store_id.as_ref().into(), p.total.minor.into(), p.total.currency.code().into(), texts.payload.as_str().into()],
     )?;
     // Rule awards are cut to their caps and budgets here, under the member's lock and the
@@ -280,13 +280,13 @@ pub(crate) fn refund(
             let mut params = event.to_vec();
             params.push(id.into());
             c.defer(
-                "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, amount_minor, currency, payload, id) VALUES ($1, $2, 'refund', 'refund', $3, $4, $5, $6, $7, $8, $9)",
+                &format!("INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, amount_minor, currency, payload, id, tier_skip) VALUES ($1, $2, 'refund', 'refund', $3, $4, $5, $6, $7, $8, $9, {})", crate::tiers::tier_skip_sql(c.dialect())),
                 &params,
             )?;
             id
         }
         None => c.insert_id(
-            "INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, amount_minor, currency, payload) VALUES ($1, $2, 'refund', 'refund', $3, $4, $5, $6, $7, $8) RETURNING id",
+            &format!("INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, amount_minor, currency, payload, tier_skip) VALUES ($1, $2, 'refund', 'refund', $3, $4, $5, $6, $7, $8, {}) RETURNING id", crate::tiers::tier_skip_sql(c.dialect())),
             &event,
         )?,
     };

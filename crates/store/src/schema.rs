@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "entries_found_by_transaction",
         ENTRIES_FOUND_BY_TRANSACTION,
     ),
+    (
+        14,
+        "member_events_indexed_for_tiers",
+        crate::tiers::MEMBER_EVENTS_FOR_TIERS,
+    ),
 ];
 
 /// Every purchase's lot was an entry of the expiry index, including lots that never expire

@@ -32,8 +32,8 @@ pub(crate) fn ensure_tenant(
         let json = serde_json::to_string(settings)
             .map_err(|e| StoreError::Unprocessable(e.to_string()))?;
         c.execute(
-            "INSERT INTO programs (tenant_id, settings, version, updated_at) VALUES ($1, $2, 1, $3)",
-            &[id.into(), json.as_str().into(), now.into()],
+            "INSERT INTO programs (tenant_id, settings, version, updated_at, tier_facts) VALUES ($1, $2, 1, $3, $4)",
+            &[id.into(), json.as_str().into(), now.into(), i64::from(crate::tiers::needs_member_events(settings)).into()],
         )?;
     }
     Ok(n > 0)
@@ -160,6 +160,7 @@ pub(crate) fn put_program(
             &[tenant.into(), json.as_str().into(), now.into()],
         )?
         .ok_or_else(|| StoreError::NotFound(format!("programme of tenant `{tenant}`")))?;
+    crate::tiers::set_tier_facts(c, tenant, settings)?;
     c.execute(
         "INSERT INTO audit_log (tenant_id, actor, action, subject, detail, created_at) VALUES ($1, $2, 'program.update', NULL, $3, $4)",
         &[tenant.into(), actor.into(), json.as_str().into(), now.into()],

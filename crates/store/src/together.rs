@@ -738,8 +738,9 @@ const POST_UNNEST: &str = "WITH p AS (
     $30::text[], $31::text[], $32::text[], $33::text[], $34::text[]) WITH ORDINALITY
     AS t(event_id, rule_version, points, basis_total, now, order_id, member_id, source, campaign_id, basis, ord)
 ), ev AS (
-  INSERT INTO events (id, tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload)
-  SELECT event_id, $1, member_id, 'purchase', 'purchase', order_id, occurred_at, now, channel, store_id, total_minor, currency, payload FROM p ORDER BY ord
+  INSERT INTO events (id, tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload, tier_skip)
+  SELECT event_id, $1, member_id, 'purchase', 'purchase', order_id, occurred_at, now, channel, store_id, total_minor, currency, payload,
+    (SELECT CASE WHEN tier_facts = 0 THEN 1 END FROM programs WHERE tenant_id = $1 FOR SHARE) FROM p ORDER BY ord
 ), aw AS (
   INSERT INTO awards (tenant_id, event_id, order_id, member_id, source, rule_version, campaign_id, points, basis, basis_total, basis_refunded, clawed_back, created_at)
   SELECT $1, event_id, order_id, member_id, source, rule_version, campaign_id, points, basis, basis_total, 0, 0, now FROM a ORDER BY ord
@@ -832,6 +833,13 @@ fn write_rows_multi(
     awards: &[AwardRow<'_>],
     results: &[&str],
 ) -> Result<u64> {
+    // SQLite's one writer: the programme's facts cannot change during the transaction.
+    let tier_skip: Option<i64> = c
+        .query_one(
+            &format!("SELECT {}", crate::tiers::tier_skip_sql(c.dialect())),
+            &[tenant.into()],
+        )?
+        .and_then(|r| r.opt_int(0));
     let rows: Vec<Vec<Param<'_>>> = plans
         .iter()
         .map(|pl| {
@@ -850,6 +858,7 @@ fn write_rows_multi(
                 p.total.minor.into(),
                 p.total.currency.code().into(),
                 pl.job.texts.payload.as_str().into(),
+                tier_skip.into(),
             ]
         })
         .collect();
@@ -870,6 +879,7 @@ fn write_rows_multi(
             "amount_minor",
             "currency",
             "payload",
+            "tier_skip",
         ],
         &rows,
     )?;
