@@ -123,6 +123,9 @@ pub trait Earner: Send + Sync {
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award>;
 }
 
+/// The source of the programme's base-rate award.
+pub const BASE_SOURCE: &str = "base";
+
 /// The programme's base rate on purchases, and nothing else.
 pub struct BaseEarner;
 
@@ -133,7 +136,7 @@ impl Earner for BaseEarner {
         };
         let points = base_points(ctx.program, purchase.total.minor);
         vec![Award::plain(
-            "base",
+            BASE_SOURCE,
             points,
             format!(
                 "{} {} per {} on {}",

@@ -10,7 +10,7 @@ use crate::idem::IdemKey;
 use crate::ledger::{self, NewLot, Txn, expiry_for};
 use crate::model::BalanceNow;
 use crate::runtime::Store;
-use fidelis_core::earn::{Award, AwardBasis, MemberFacts};
+use fidelis_core::earn::{Award, AwardBasis, BASE_SOURCE, MemberFacts};
 use fidelis_core::event::{MemberKey, RefundWhat};
 use fidelis_core::ledger::{Account, clawback_target};
 use fidelis_core::program::ProgramSettings;
@@ -300,9 +300,6 @@ pub(crate) fn recorded(awards: &[Award]) -> impl Iterator<Item = &Award> {
 fn is_whole_order_base(a: &Award) -> bool {
     a.source == BASE_SOURCE && a.rule_version.is_none() && a.campaign.is_none() && a.terms.is_none()
 }
-
-/// The source of the base rate's award (`fidelis_core::earn::BaseEarner`).
-const BASE_SOURCE: &str = "base";
 
 /// Records the awards an event gave ([`recorded`]), with what each was computed on: its line
 /// basis, or the whole `total_minor`.

@@ -720,15 +720,22 @@ fn write_rows_unnest(
     let expiring = texts(plans, |pl| pl.expiring.as_deref());
     params.push(Param::Texts(&expiring));
     let row = c
-        .query_one(POST_UNNEST, &params)?
+        .query_one(&POST_UNNEST, &params)?
         .ok_or_else(|| StoreError::Busy("the chunk's statement answered nothing".into()))?;
     Ok(row.int(0).max(0) as u64)
 }
 
 /// The statement of [`write_rows_unnest`]: `$1` the tenant, `$2`–`$13` the purchases' integer
 /// columns, `$14`–`$24` and `$35` their text columns, `$25`–`$29` and `$30`–`$34` the awards'. Every
-/// sub-statement runs once, to completion, whether or not the last SELECT reads it.
-const POST_UNNEST: &str = "WITH p AS (
+/// sub-statement runs once, to completion, whether or not the last SELECT reads it. An event's
+/// `tier_skip` is [`crate::tiers::tier_skip_sql`], the one-by-one path's expression.
+static POST_UNNEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    POST_UNNEST_TEXT.replace(
+        "{TIER_SKIP}",
+        &crate::tiers::tier_skip_sql(crate::conn::Dialect::Postgres),
+    )
+});
+const POST_UNNEST_TEXT: &str = "WITH p AS (
   SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[],
     $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $35::text[]) WITH ORDINALITY
     AS t(event_id, occurred_at, now, total_minor, points, txn_id, lot_id, keep, matures_at, expires_at, d_available, d_pending,
@@ -740,7 +747,7 @@ const POST_UNNEST: &str = "WITH p AS (
 ), ev AS (
   INSERT INTO events (id, tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload, tier_skip)
   SELECT event_id, $1, member_id, 'purchase', 'purchase', order_id, occurred_at, now, channel, store_id, total_minor, currency, payload,
-    (SELECT CASE WHEN tier_facts = 0 THEN 1 END FROM programs WHERE tenant_id = $1 FOR SHARE) FROM p ORDER BY ord
+    {TIER_SKIP} FROM p ORDER BY ord
 ), aw AS (
   INSERT INTO awards (tenant_id, event_id, order_id, member_id, source, rule_version, campaign_id, points, basis, basis_total, basis_refunded, clawed_back, created_at)
   SELECT $1, event_id, order_id, member_id, source, rule_version, campaign_id, points, basis, basis_total, 0, 0, now FROM a ORDER BY ord
