@@ -33,6 +33,15 @@ pub fn open(url: &str, now_micros: i64) -> anyhow::Result<Store> {
     if let Some(n) = threads_from_env("FIDELIS_READERS")? {
         opts.readers = n;
     }
+    // The fewest purchases a batch needs to be posted together (1: always; a number above the
+    // largest batch: never), to compare the two paths on one build.
+    if let Some(n) = number(
+        "FIDELIS_TOGETHER_FROM",
+        std::env::var("FIDELIS_TOGETHER_FROM").ok(),
+        100_000,
+    )? {
+        opts.together_from = n;
+    }
     Store::start(b, opts, now_micros)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", redact(url)))
 }
@@ -43,14 +52,19 @@ fn threads_from_env(name: &str) -> anyhow::Result<Option<usize>> {
 }
 
 fn threads(name: &str, value: Option<String>) -> anyhow::Result<Option<usize>> {
+    number(name, value, 256)
+}
+
+/// `value` (of the environment variable `name`) as a number from 1 to `max`, if set.
+fn number(name: &str, value: Option<String>, max: usize) -> anyhow::Result<Option<usize>> {
     let Some(n) = value else {
         return Ok(None);
     };
     let n = n
         .parse()
         .ok()
-        .filter(|n| (1..=256).contains(n))
-        .with_context(|| format!("{name} must be a number from 1 to 256"))?;
+        .filter(|n| (1..=max).contains(n))
+        .with_context(|| format!("{name} must be a number from 1 to {max}"))?;
     Ok(Some(n))
 }
 

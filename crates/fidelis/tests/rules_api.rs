@@ -425,6 +425,10 @@ async fn a_campaign_list_targets_its_members(db: fidelis_store_tests::TestDb) {
     let b = s
         .create_member(&s.admin, json!({"external_id": "list-b"}))
         .await;
+    // Named on the list by Fidelis's own id rather than the external one.
+    let by_id = s
+        .create_member(&s.admin, json!({"external_id": "list-c"}))
+        .await;
     let c = s
         .post(
             "/api/v1/campaigns",
@@ -437,13 +441,13 @@ async fn a_campaign_list_targets_its_members(db: fidelis_store_tests::TestDb) {
         .post(
             &format!("/api/v1/campaigns/{campaign}/members"),
             &s.admin,
-            &json!({"members": ["list-a", "nobody"]}),
+            &json!({"members": ["list-a", "nobody", by_id]}),
         )
         .await;
     r.expect(200);
     assert_eq!(
         (r.body["list_size"].clone(), r.body["unknown"].clone()),
-        (json!(1), json!(["nobody"]))
+        (json!(2), json!(["nobody"]))
     );
     s.post(
         &format!("/api/v1/campaigns/{campaign}/activate"),
@@ -469,16 +473,23 @@ async fn a_campaign_list_targets_its_members(db: fidelis_store_tests::TestDb) {
     let pb = s
         .purchase(&s.admin, &purchase_by_id(&b, "lb-1", "10.00"))
         .await;
+    let pc = s
+        .purchase(&s.admin, &purchase_by_id(&by_id, "lc-1", "10.00"))
+        .await;
     assert_eq!(
-        (pa.body["points"].clone(), pb.body["points"].clone()),
-        (json!(50), json!(10))
+        (
+            pa.body["points"].clone(),
+            pb.body["points"].clone(),
+            pc.body["points"].clone()
+        ),
+        (json!(50), json!(10), json!(50))
     );
     let c = s
         .get(&format!("/api/v1/campaigns/{campaign}"), &s.admin)
         .await;
     assert_eq!(
         (c.body["spent_points"].clone(), c.body["list_size"].clone()),
-        (json!(40), json!(1))
+        (json!(80), json!(2))
     );
 }
 

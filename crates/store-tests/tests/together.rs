@@ -282,6 +282,7 @@ async fn posted_together_leave_the_rows_of_one_by_one(db: TestDb) {
         // Posting together is PostgreSQL's default; it must hold on SQLite too.
         let opts = StoreOptions {
             post_together: true,
+            together_from: 1,
             ..StoreOptions::for_dialect(fidelis_store_tests::backend(&db.url).dialect())
         };
         let store = db.store_with(opts, 0);
@@ -440,6 +441,7 @@ async fn a_members_purchases_in_one_batch_are_posted_together_in_rounds(db: Test
     };
     let opts = StoreOptions {
         post_together: true,
+        together_from: 1,
         writers: 1,
         ..StoreOptions::for_dialect(db.kind_dialect())
     };
@@ -522,6 +524,7 @@ fn budget_store(db: &TestDb, together: bool) -> (Store, ProgramSettings) {
     };
     let opts = StoreOptions {
         post_together: together,
+        together_from: 1,
         ..StoreOptions::for_dialect(db.kind_dialect())
     };
     (db.store_with(opts, 0), s)

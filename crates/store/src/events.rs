@@ -21,6 +21,19 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
         .map_err(|e| StoreError::Unprocessable(format!("stored record unreadable: {e}")))
 }
 
+/// A purchase's update of its member row: balances, counters, last activity and open lots
+/// together. `$1` the tenant, `$2` the member, `$3`/`$4` the available and pending deltas,
+/// `$5` the points earned, `$6` the total, `$7` when it occurred, `$8` now, `$9` the open
+/// transaction (if any), `$10` the soonest expiry dates (`NULL` keeps the row's).
+pub(crate) static PURCHASE_MEMBER_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(
+    || {
+        format!(
+            "UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, purchased_minor = purchased_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8, open_lots_from = {}, expiring = COALESCE($10, expiring) WHERE tenant_id = $1 AND id = $2",
+            ledger::open_from("$9")
+        )
+    },
+);
+
 pub(crate) fn purchase(
     c: &mut dyn Conn,
     tenant: &str,
@@ -134,8 +147,19 @@ pub(crate) fn purchase(
     }
     // One update of the member row: balances, counters, last activity and open lots together.
     c.defer(
-        &format!("UPDATE members SET available = available + $3, pending = pending + $4, lifetime_earned = lifetime_earned + $5, order_count = order_count + 1, lifetime_spend_minor = lifetime_spend_minor + $6, purchased_minor = purchased_minor + $6, last_activity_at = CASE WHEN last_activity_at IS NULL OR last_activity_at < $7 THEN $7 ELSE last_activity_at END, updated_at = $8, open_lots_from = {}, expiring = COALESCE($10, expiring) WHERE tenant_id = $1 AND id = $2", ledger::open_from("$9")),
-        &[tenant.into(), member.as_str().into(), d_avail.into(), d_pending.into(), points.into(), p.total.minor.into(), occurred.into(), now.into(), open_txn.into(), expiring.as_deref().into()],
+        &PURCHASE_MEMBER_UPDATE,
+        &[
+            tenant.into(),
+            member.as_str().into(),
+            d_avail.into(),
+            d_pending.into(),
+            points.into(),
+            p.total.minor.into(),
+            occurred.into(),
+            now.into(),
+            open_txn.into(),
+            expiring.as_deref().into(),
+        ],
     )?;
     crate::member_value::after_purchase(c, tenant, &member, p, settings, now)?;
     let outcome = PurchaseOutcome {

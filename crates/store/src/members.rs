@@ -1,7 +1,7 @@
 //! Members: enrolment, look-up by id, external id, e-mail or phone, changes, and the
 //! cursor-paginated list. Balances live on the member row but change only through postings.
 
-use crate::conn::{Conn, DbErrorKind, Row};
+use crate::conn::{Conn, DbErrorKind, Dialect, Row};
 use crate::error::{Result, StoreError};
 use crate::ledger::ts;
 use crate::model::{Consent, Member, MemberFields, Page};
@@ -98,13 +98,28 @@ pub(crate) fn find(
     by: LookupBy,
     value: &str,
 ) -> Result<Option<(Member, i64)>> {
+    Ok(
+        c.query_one(&lookup_sql(c.dialect(), by), &[tenant.into(), value.into()])?
+            .map(|r| (member(&r), r.int(ROW_ID))),
+    )
+}
+
+/// The look-up of [`find`]: `$1` the tenant, `$2` the value. Each identifier has an index
+/// (`members_by_external_id`, `members_by_email`, `members_by_phone`); a phone may be shared,
+/// so the lowest id wins. Both databases, without statistics that say how few rows a phone
+/// has, would rather walk the tenant's members in id order (the primary key) than sort the few
+/// rows of one phone: ordering by `id || ''`, which no index holds, keeps the order from
+/// choosing the index.
+pub fn lookup_sql(dialect: Dialect, by: LookupBy) -> String {
     let column = match by {
         LookupBy::ExternalId => "external_id",
         LookupBy::Email => "email",
         LookupBy::Phone => "phone",
     };
-    Ok(c.query_one(&format!("SELECT {COLUMNS}, {} FROM members WHERE tenant_id = $1 AND {column} = $2 ORDER BY id LIMIT 1", c.dialect().row_id()), &[tenant.into(), value.into()])?
-        .map(|r| (member(&r), r.int(ROW_ID))))
+    format!(
+        "SELECT {COLUMNS}, {} FROM members WHERE tenant_id = $1 AND {column} = $2 ORDER BY id || '' LIMIT 1",
+        dialect.row_id()
+    )
 }
 
 pub(crate) fn patch(

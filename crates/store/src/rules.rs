@@ -573,7 +573,9 @@ pub(crate) fn upload_list(
     let (mut added, mut unknown, mut unknown_count) = (0, Vec::new(), 0);
     for e in entries {
         let member = c.query_one(
-            "SELECT id FROM members WHERE tenant_id = $1 AND (id = $2 OR external_id = $2) ORDER BY id LIMIT 1",
+            // An id first, then an external id: two index look-ups (with `OR` and an order,
+            // SQLite walked every member of the tenant for each entry of the list).
+            "SELECT id FROM members WHERE tenant_id = $1 AND id = $2 UNION ALL SELECT id FROM members WHERE tenant_id = $1 AND external_id = $2 LIMIT 1",
             &[tenant.into(), e.as_str().into()],
         )?;
         match member {

@@ -37,9 +37,15 @@ pub struct StoreOptions {
     /// Jobs waiting per writer before new ones are refused as busy (503).
     pub queue_len: usize,
     /// Post a batch's plain purchases together with multi-row statements. Pays on
-    /// PostgreSQL, where each statement is a round trip; on SQLite, where a statement costs
-    /// little, the extra look-ups made it about 10 % slower than one by one (docs/PERFORMANCE.md).
+    /// PostgreSQL, where each statement is a round trip. On SQLite, where a statement costs
+    /// little, it pays only for large groups (see `together_from`).
     pub post_together: bool,
+    /// The fewest plain purchases a batch must hold for them to be posted together; a smaller
+    /// group runs one by one. On SQLite the group's look-ups cost more than a few purchases'
+    /// statements: with about 9 purchases a batch (64 connections over HTTP) posting together
+    /// was 2 % slower, with hundreds (an import, the batch endpoint, 1,024 tasks in-process)
+    /// 10 to 15 % faster (docs/PERFORMANCE.md, 2026-11-25 morning).
+    pub together_from: usize,
     /// Read the members' facts that precede events and members' balances on a thread of their
     /// own, many requests' in one query (see `grouped`). Pays on PostgreSQL, where each read
     /// is a round trip to a server process.
@@ -61,7 +67,8 @@ impl StoreOptions {
                     .clamp(2, 8),
                 max_batch: 512,
                 queue_len: 8192,
-                post_together: false,
+                post_together: true,
+                together_from: 32,
                 group_reads: false,
             },
             // One writer per two cores: more writers split the same requests into smaller
@@ -76,6 +83,7 @@ impl StoreOptions {
                 max_batch: 256,
                 queue_len: 4096,
                 post_together: true,
+                together_from: 1,
                 group_reads: true,
             },
         }
@@ -275,7 +283,11 @@ impl Store {
                     let backend = backend.clone();
                     let w = Writer {
                         max_batch,
-                        together: opts.post_together,
+                        together_from: if opts.post_together {
+                            opts.together_from.max(1)
+                        } else {
+                            usize::MAX
+                        },
                         synced,
                     };
                     move || writer_loop(conn, &backend, rx, &w, &metrics)
@@ -738,7 +750,8 @@ pub(crate) fn revive(
 /// How a writer thread works.
 struct Writer {
     max_batch: usize,
-    together: bool,
+    /// The fewest plain purchases posted together (`usize::MAX`: never).
+    together_from: usize,
     /// Where committed batches wait for their commit to be made durable (SQLite), if COMMIT
     /// alone is not.
     synced: Option<Syncer>,
@@ -807,7 +820,7 @@ fn writer_loop(
     w: &Writer,
     metrics: &StoreMetrics,
 ) {
-    let (max_batch, together) = (w.max_batch, w.together);
+    let (max_batch, together_from) = (w.max_batch, w.together_from);
     let begin = match conn.dialect() {
         Dialect::Sqlite => "BEGIN IMMEDIATE",
         Dialect::Postgres => "BEGIN",
@@ -832,7 +845,7 @@ fn writer_loop(
             .max_batch_seen
             .fetch_max(jobs.len() as u64, Ordering::Relaxed);
         let ran = Instant::now();
-        let outcome = run_batch(c, begin, &mut jobs, together, metrics);
+        let outcome = run_batch(c, begin, &mut jobs, together_from, metrics);
         metrics
             .run_micros_total
             .fetch_add(ran.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -902,17 +915,16 @@ fn writer_loop(
 fn fast_pass(
     c: &mut dyn Conn,
     jobs: &mut [Box<dyn WriteJob>],
-    together: bool,
+    together_from: usize,
     metrics: &StoreMetrics,
 ) -> Option<u64> {
     let mut done = vec![false; jobs.len()];
     let (at, group): (Vec<usize>, Vec<&PurchaseJob>) = jobs
         .iter()
         .enumerate()
-        .filter(|_| together)
         .filter_map(|(i, j)| j.purchase().map(|p| (i, p)))
         .unzip();
-    if !group.is_empty() {
+    if !group.is_empty() && group.len() >= together_from {
         // What the group deferred is sent now, so its error is the group's.
         let posted = crate::together::write_together(c, &group)
             .and_then(|outcomes| c.flush().map(|()| outcomes).map_err(Into::into));
@@ -999,7 +1011,7 @@ fn run_batch(
     c: &mut dyn Conn,
     begin: &str,
     jobs: &mut [Box<dyn WriteJob>],
-    together: bool,
+    together_from: usize,
     metrics: &StoreMetrics,
 ) -> std::result::Result<(), DbError> {
     // On PostgreSQL BEGIN is held and sent with the batch's first statement (a round trip
@@ -1009,7 +1021,7 @@ fn run_batch(
         Dialect::Sqlite => c.batch(begin),
     };
     began.inspect_err(|e| tracing::error!(error = %e, "cannot begin a write transaction"))?;
-    if let Some(together) = fast_pass(c, jobs, together, metrics) {
+    if let Some(together) = fast_pass(c, jobs, together_from, metrics) {
         metrics
             .posted_together
             .fetch_add(together, Ordering::Relaxed);
