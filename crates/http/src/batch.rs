@@ -4,19 +4,24 @@
 //!
 //! With an `Idempotency-Key`, each event is recorded under `KEY#INDEX` with a hash of its own
 //! body: a retried batch replays every event that was recorded and runs the rest.
+//!
+//! Each event's answer is written as JSON text once, straight from its outcome, and the
+//! answers are joined into the response: building them as `serde_json::Value` trees first and
+//! serializing those was a quarter of the request's CPU with 100 purchases a request.
 
 use crate::AppState;
 use crate::extract::{Auth, Write};
 use crate::problem::Problem;
 use crate::wire::{money, to_value};
-use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use fidelis_app::{App, AppError, Principal};
 use fidelis_core::event::{CustomInput, PurchaseInput, RefundInput};
 use fidelis_store::IdemKey;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
@@ -29,20 +34,25 @@ pub struct BatchInput {
     events: Vec<Value>,
 }
 
-/// One event's answer: `(status, body)`.
+/// `v` as JSON text. Serializing our own plain structs cannot fail; `null` would show it did.
+fn text<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// One event's answer: `(status, body as JSON text)`.
 async fn one(
     app: std::sync::Arc<App>,
     p: Principal,
     event: Value,
     idem: Option<IdemKey>,
-) -> (StatusCode, Value) {
+) -> (StatusCode, String) {
     let mut event = event;
     let kind = event
         .as_object_mut()
         .and_then(|o| o.remove("type"))
         .and_then(|t| t.as_str().map(str::to_string));
     let parse_err = |e: serde_json::Error| Problem::invalid("body", e.to_string());
-    let result: Result<(StatusCode, Value), Problem> = async {
+    let result: Result<(StatusCode, String), Problem> = async {
         match kind.as_deref() {
             Some("purchase") => {
                 let input: PurchaseInput = serde_json::from_value(event).map_err(parse_err)?;
@@ -52,7 +62,7 @@ async fn one(
                 } else {
                     StatusCode::CREATED
                 };
-                Ok((status, to_value(&out)))
+                Ok((status, text(&out)))
             }
             Some("refund") => {
                 let input: RefundInput = serde_json::from_value(event).map_err(parse_err)?;
@@ -63,7 +73,7 @@ async fn one(
                 } else {
                     StatusCode::CREATED
                 };
-                Ok((status, money(to_value(&out), settings.currency)))
+                Ok((status, text(&money(to_value(&out), settings.currency))))
             }
             Some(custom) => {
                 // Any other type is a custom event of that type.
@@ -72,7 +82,7 @@ async fn one(
                 }
                 let input: CustomInput = serde_json::from_value(event).map_err(parse_err)?;
                 let (out, _) = app.custom(&p, input, idem).await?;
-                Ok((StatusCode::CREATED, to_value(&out)))
+                Ok((StatusCode::CREATED, text(&out)))
             }
             None => Err(Problem::invalid(
                 "type",
@@ -83,7 +93,7 @@ async fn one(
     .await;
     match result {
         Ok(r) => r,
-        Err(problem) => (problem.status, problem.to_json()),
+        Err(problem) => (problem.status, text(&problem.to_json())),
     }
 }
 
@@ -91,7 +101,7 @@ pub async fn batch(
     State(s): State<AppState>,
     Auth(p): Auth,
     w: Write<BatchInput>,
-) -> Result<(StatusCode, Json<Value>), Problem> {
+) -> Result<Response, Problem> {
     let events = w.body.events;
     if events.is_empty() || events.len() > MAX_BATCH_EVENTS {
         return Err(Problem::invalid(
@@ -120,7 +130,7 @@ pub async fn batch(
         let (app, p) = (s.app.clone(), p.clone());
         set.spawn(async move { (i, one(app, p, event, idem).await) });
     }
-    let mut results: Vec<(usize, StatusCode, Value)> = Vec::new();
+    let mut results: Vec<(usize, StatusCode, String)> = Vec::with_capacity(set.len());
     while let Some(done) = set.join_next().await {
         match done {
             Ok((i, (status, body))) => results.push((i, status, body)),
@@ -131,12 +141,27 @@ pub async fn batch(
     }
     results.sort_by_key(|r| r.0);
     let failed = results.iter().filter(|r| !r.1.is_success()).count();
-    let items: Vec<Value> = results
-        .into_iter()
-        .map(|(i, status, body)| json!({ "index": i, "status": status.as_u16(), "body": body }))
-        .collect();
+    // `{"results": [{"index": I, "status": S, "body": ...}, ...], "failed": N}`, each body
+    // already JSON text.
+    let mut body =
+        String::with_capacity(results.iter().map(|r| r.2.len() + 40).sum::<usize>() + 32);
+    body.push_str("{\"results\":[");
+    for (k, (i, status, answer)) in results.iter().enumerate() {
+        if k > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            "{{\"index\":{i},\"status\":{},\"body\":",
+            status.as_u16()
+        ));
+        body.push_str(answer);
+        body.push('}');
+    }
+    body.push_str(&format!("],\"failed\":{failed}}}"));
     Ok((
         StatusCode::OK,
-        Json(json!({ "results": items, "failed": failed })),
-    ))
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

@@ -38,7 +38,7 @@ async fn purchase(
     w: Write<PurchaseInput>,
 ) -> Result<Response, Problem> {
     let (out, replayed) = s.app.purchase(&p, w.body, w.idem).await?;
-    Ok(written(status(out.duplicate), to_value(&out), replayed))
+    Ok(written(status(out.duplicate), &out, replayed))
 }
 
 async fn refund(
@@ -61,5 +61,5 @@ async fn custom(
     w: Write<CustomInput>,
 ) -> Result<Response, Problem> {
     let (out, replayed) = s.app.custom(&p, w.body, w.idem).await?;
-    Ok(written(StatusCode::CREATED, to_value(&out), replayed))
+    Ok(written(StatusCode::CREATED, &out, replayed))
 }

@@ -151,5 +151,5 @@ async fn adjust(
     w: Write<AdjustmentInput>,
 ) -> Result<Response, Problem> {
     let (out, replayed) = s.app.adjust(&p, &id, w.body, w.idem).await?;
-    Ok(written(StatusCode::CREATED, to_value(&out), replayed))
+    Ok(written(StatusCode::CREATED, &out, replayed))
 }

@@ -174,7 +174,7 @@ async fn cancel_coupon(
     IdemOnly(idem): IdemOnly,
 ) -> Result<Response, Problem> {
     let (out, replayed) = s.app.cancel_coupon(&p, &code, None, idem).await?;
-    Ok(written(StatusCode::OK, to_value(&out), replayed))
+    Ok(written(StatusCode::OK, &out, replayed))
 }
 
 async fn cancel_member_coupon(
@@ -184,5 +184,5 @@ async fn cancel_member_coupon(
     IdemOnly(idem): IdemOnly,
 ) -> Result<Response, Problem> {
     let (out, replayed) = s.app.cancel_coupon(&p, &code, Some(&id), idem).await?;
-    Ok(written(StatusCode::OK, to_value(&out), replayed))
+    Ok(written(StatusCode::OK, &out, replayed))
 }

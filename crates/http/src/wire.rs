@@ -52,7 +52,9 @@ pub fn to_value<T: Serialize>(v: &T) -> Value {
 }
 
 /// A write's answer: `status`, the body, and the replay header when it was replayed.
-pub fn written(status: StatusCode, body: Value, replayed: bool) -> Response {
+/// The body is serialized straight to the response (an outcome struct needs no `Value` tree
+/// first).
+pub fn written(status: StatusCode, body: impl Serialize, replayed: bool) -> Response {
     let mut resp = (status, Json(body)).into_response();
     if replayed {
         resp.headers_mut()
