@@ -5,6 +5,7 @@
 
 use crate::program::RefundPolicy;
 use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
 
 /// Ledger accounts. Member accounts hold a member's points; programme accounts are the other
 /// side of every movement, so each journal transaction sums to zero.
@@ -128,7 +129,8 @@ impl SoonestExpiring {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&format!("[{at},{points}]"));
+            // Into the string itself: a `format!` per pair was most of a purchase's cost here.
+            let _ = write!(out, "[{at},{points}]");
         }
         out.push(']');
         out
