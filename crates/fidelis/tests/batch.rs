@@ -5,6 +5,18 @@ mod common;
 use common::*;
 use serde_json::json;
 
+/// A batch's answers, checked to have these statuses in order.
+fn answers(r: &Resp, statuses: &[i64]) -> Vec<serde_json::Value> {
+    r.expect(200);
+    let results = r.body["results"].as_array().expect("results").clone();
+    let got: Vec<i64> = results
+        .iter()
+        .map(|x| x["status"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(got, statuses, "{}", r.text);
+    results
+}
+
 async fn a_batch_answers_each_event_on_its_own(db: fidelis_store_tests::TestDb) {
     let s = start(db).await;
     s.instant_points(&s.admin).await;
@@ -20,13 +32,7 @@ async fn a_batch_answers_each_event_on_its_own(db: fidelis_store_tests::TestDb) 
     let r = s
         .post_idem("/api/v1/events/batch", &s.pos, &body, "batch-key-1")
         .await;
-    r.expect(200);
-    let results = r.body["results"].as_array().expect("results");
-    let statuses: Vec<i64> = results
-        .iter()
-        .map(|x| x["status"].as_i64().unwrap_or(0))
-        .collect();
-    assert_eq!(statuses, vec![201, 422, 201, 422, 201], "{}", r.text);
+    let results = answers(&r, &[201, 422, 201, 422, 201]);
     assert_eq!(r.body["failed"], json!(2));
     assert_eq!(results[1]["body"]["type"], json!("/problems/validation"));
     assert_eq!(results[2]["body"]["points"], json!(25));
@@ -53,6 +59,37 @@ async fn a_batch_answers_each_event_on_its_own(db: fidelis_store_tests::TestDb) 
     assert_eq!(r.body["results"][0]["status"], json!(201), "{}", r.text);
     let verify = s.get("/api/v1/verify", &s.admin).await;
     assert_eq!(verify.body["ok"], json!(true), "{}", verify.text);
+}
+
+/// A batch event's fault is named by its field's path, as a single event's is; the event's
+/// `type` is the batch's, never an unknown field of its input.
+async fn a_batch_event_s_fault_names_its_field(db: fidelis_store_tests::TestDb) {
+    let s = start(db).await;
+    s.instant_points(&s.admin).await;
+    let mut extra = purchase_by_external("batch-f", "f-o-1", "10.00");
+    extra["type"] = json!("purchase");
+    extra["colour"] = json!("red");
+    let mut line = purchase_by_external("batch-f", "f-o-2", "10.00");
+    line["type"] = json!("purchase");
+    line["lines"] = json!([{ "sku": "a", "quantity": "two", "unit_price": "5.00" }]);
+    let mut fine = purchase_by_external("batch-f", "f-o-3", "10.00");
+    fine["type"] = json!("purchase");
+    let refund = json!({ "type": "refund", "order_id": "f-o-3", "amount": 3 });
+    let body = json!({ "events": [extra, line, fine, 42, { "type": 7 }, refund] });
+    let r = s.post("/api/v1/events/batch", &s.pos, &body).await;
+    let results = answers(&r, &[422, 422, 201, 422, 422, 422]);
+    let field = |i: usize| results[i]["body"]["errors"][0]["field"].clone();
+    assert!(
+        results[0]["body"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("unknown field `colour`")),
+        "{}",
+        r.text
+    );
+    assert_eq!(field(1), json!("lines[0].quantity"), "{}", r.text);
+    assert_eq!(field(3), json!("type"), "{}", r.text);
+    assert_eq!(field(4), json!("type"), "{}", r.text);
+    assert_eq!(field(5), json!("amount"), "{}", r.text);
 }
 
 async fn a_full_batch_of_ordinary_purchases_is_accepted(db: fidelis_store_tests::TestDb) {
@@ -146,5 +183,6 @@ fidelis_store_tests::on_both!(
     a_full_batch_of_ordinary_purchases_is_accepted,
     a_batch_answers_each_event_on_its_own,
     a_batch_over_the_limit_or_empty_is_refused,
+    a_batch_event_s_fault_names_its_field,
     the_currency_cannot_change_once_events_exist,
 );

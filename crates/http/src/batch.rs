@@ -21,7 +21,9 @@ use fidelis_core::event::{CustomInput, PurchaseInput, RefundInput};
 use fidelis_store::IdemKey;
 use serde::Deserialize;
 use serde::Serialize;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
@@ -31,7 +33,97 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchInput {
-    events: Vec<Value>,
+    /// Each event's JSON text, parsed straight into its input once its `type` is known.
+    events: Vec<Box<RawValue>>,
+}
+
+/// An event's `type`, read before the rest.
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+}
+
+/// `T` from an event's text, leaving out the event's `type` member (the batch's, not the
+/// input's: a purchase or a refund has no `type`), each failure named by its field's path.
+fn input<T: DeserializeOwned>(event: &str) -> Result<T, Problem> {
+    let mut de = serde_json::Deserializer::from_str(event);
+    serde_path_to_error::deserialize(WithoutType(&mut de)).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        };
+        Problem::invalid(field, e.into_inner().to_string())
+    })
+}
+
+/// A deserializer of a JSON object that skips its `type` member.
+struct WithoutType<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for WithoutType<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(SkipType(visitor))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_struct(name, fields, SkipType(visitor))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+/// The visitor of [`WithoutType`]: hands the object on without its `type`.
+struct SkipType<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for SkipType<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(SkipTypeMap(map))
+    }
+}
+
+struct SkipTypeMap<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkipTypeMap<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        while let Some(key) = self.0.next_key::<String>()? {
+            if key == "type" {
+                self.0.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            return seed
+                .deserialize(serde::de::value::StringDeserializer::new(key))
+                .map(Some);
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
+        self.0.next_value_seed(seed)
+    }
 }
 
 /// `v` as JSON text. Serializing our own plain structs cannot fail; `null` would show it did.
@@ -43,19 +135,19 @@ fn text<T: Serialize>(v: &T) -> String {
 async fn one(
     app: std::sync::Arc<App>,
     p: Principal,
-    event: Value,
+    event: Box<RawValue>,
     idem: Option<IdemKey>,
 ) -> (StatusCode, String) {
-    let mut event = event;
-    let kind = event
-        .as_object_mut()
-        .and_then(|o| o.remove("type"))
+    let event = event.get();
+    // An event that is not an object, or whose `type` is not text, has no type.
+    let kind = serde_json::from_str::<Kind>(event)
+        .ok()
+        .and_then(|k| k.kind)
         .and_then(|t| t.as_str().map(str::to_string));
-    let parse_err = |e: serde_json::Error| Problem::invalid("body", e.to_string());
     let result: Result<(StatusCode, String), Problem> = async {
         match kind.as_deref() {
             Some("purchase") => {
-                let input: PurchaseInput = serde_json::from_value(event).map_err(parse_err)?;
+                let input: PurchaseInput = input(event)?;
                 let (out, _) = app.purchase(&p, input, idem).await?;
                 let status = if out.duplicate {
                     StatusCode::OK
@@ -65,7 +157,7 @@ async fn one(
                 Ok((status, text(&out)))
             }
             Some("refund") => {
-                let input: RefundInput = serde_json::from_value(event).map_err(parse_err)?;
+                let input: RefundInput = input(event)?;
                 let (out, _) = app.refund(&p, input, idem).await?;
                 let (settings, _) = app.program(&p).await?;
                 let status = if out.duplicate {
@@ -75,12 +167,10 @@ async fn one(
                 };
                 Ok((status, text(&money(to_value(&out), settings.currency))))
             }
-            Some(custom) => {
-                // Any other type is a custom event of that type.
-                if let Some(o) = event.as_object_mut() {
-                    o.insert("type".into(), Value::String(custom.to_string()));
-                }
-                let input: CustomInput = serde_json::from_value(event).map_err(parse_err)?;
+            Some(_) => {
+                // Any other type is a custom event of that type, which its input holds.
+                let input: CustomInput = serde_json::from_str(event)
+                    .map_err(|e| Problem::invalid("body", e.to_string()))?;
                 let (out, _) = app.custom(&p, input, idem).await?;
                 Ok((StatusCode::CREATED, text(&out)))
             }
@@ -119,9 +209,13 @@ pub async fn batch(
     let mut set = JoinSet::new();
     for (i, event) in events.into_iter().enumerate() {
         let idem = w.idem.as_ref().map(|k| {
+            // The hash of the event as a JSON value written back out (keys in order, no
+            // spaces), as it always was: a retry that spaces or orders its members otherwise
+            // is the same event.
+            let value: Value = serde_json::from_str(event.get()).unwrap_or(Value::Null);
             let mut h = Sha256::new();
             h.update(b"batch-event\n");
-            h.update(event.to_string().as_bytes());
+            h.update(value.to_string().as_bytes());
             IdemKey {
                 key: format!("{}#{i}", k.key),
                 request_hash: hex::encode(h.finalize()),
