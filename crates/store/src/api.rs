@@ -10,6 +10,7 @@ use crate::verify::VerifyReport;
 use fidelis_core::ProgramSettings;
 use fidelis_core::earn::Award;
 use fidelis_core::event::{Custom, MemberKey, Purchase, Refund};
+use fidelis_core::program::ExpiryPolicy;
 
 impl Store {
     /// The writer partition of the member `key` names: its id, so that every write touching
@@ -311,6 +312,16 @@ impl Store {
             // Each round handles a bounded number of members; stop when one comes back short
             // or made no progress (members held by other nodes are left for their run).
             for _ in 0..10_000 {
+                // Members who may have been inactive long enough are found on a reader (a
+                // walk over the tenant's members) and checked again on the writer.
+                let inactive = match (kind, &settings.expiry) {
+                    ("expire", &ExpiryPolicy::Inactivity { months }) => {
+                        let t = tenant.to_string();
+                        self.read(move |c| crate::jobs::inactive_candidates(c, &t, months, now))
+                            .await?
+                    }
+                    _ => (Vec::new(), false),
+                };
                 let (t, s) = (tenant.to_string(), settings.clone());
                 let (more, part) = self
                     .write("", move |c| {
@@ -318,7 +329,7 @@ impl Store {
                         let more = if kind == "mature" {
                             crate::jobs::mature(c, &t, now, &mut r)?
                         } else {
-                            crate::jobs::expire(c, &t, &s, now, &mut r)?
+                            crate::jobs::expire(c, &t, &s, now, &inactive, &mut r)?
                         };
                         Ok((more, r))
                     })
