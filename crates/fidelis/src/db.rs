@@ -84,7 +84,24 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::threads;
+    use super::{number, threads};
+
+    #[test]
+    fn the_together_bound_from_the_environment_is_checked() {
+        let v = |s: &str| number("FIDELIS_TOGETHER_FROM", Some(s.into()), 100_000);
+        assert_eq!(v("32").expect("32 is fine"), Some(32));
+        assert_eq!(v("100000").expect("the largest is fine"), Some(100_000));
+        for bad in ["0", "100001", "many", ""] {
+            let Err(e) = v(bad) else {
+                panic!("{bad} is refused");
+            };
+            assert!(
+                e.to_string()
+                    .contains("FIDELIS_TOGETHER_FROM must be a number from 1 to 100000"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn thread_counts_from_the_environment_are_checked() {
