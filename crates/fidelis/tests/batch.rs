@@ -75,9 +75,10 @@ async fn a_batch_event_s_fault_names_its_field(db: fidelis_store_tests::TestDb) 
     let mut fine = purchase_by_external("batch-f", "f-o-3", "10.00");
     fine["type"] = json!("purchase");
     let refund = json!({ "type": "refund", "order_id": "f-o-3", "amount": 3 });
-    let body = json!({ "events": [extra, line, fine, 42, { "type": 7 }, refund] });
+    let custom = json!({ "type": "review_written", "member": { "external_id": "batch-f" }, "properties": 5 });
+    let body = json!({ "events": [extra, line, fine, 42, { "type": 7 }, refund, custom] });
     let r = s.post("/api/v1/events/batch", &s.pos, &body).await;
-    let results = answers(&r, &[422, 422, 201, 422, 422, 422]);
+    let results = answers(&r, &[422, 422, 201, 422, 422, 422, 422]);
     let field = |i: usize| results[i]["body"]["errors"][0]["field"].clone();
     assert!(
         results[0]["body"]["detail"]
@@ -90,6 +91,7 @@ async fn a_batch_event_s_fault_names_its_field(db: fidelis_store_tests::TestDb) 
     assert_eq!(field(3), json!("type"), "{}", r.text);
     assert_eq!(field(4), json!("type"), "{}", r.text);
     assert_eq!(field(5), json!("amount"), "{}", r.text);
+    assert_eq!(field(6), json!("properties"), "{}", r.text);
 }
 
 async fn a_full_batch_of_ordinary_purchases_is_accepted(db: fidelis_store_tests::TestDb) {

@@ -10,7 +10,7 @@
 //! serializing those was a quarter of the request's CPU with 100 purchases a request.
 
 use crate::AppState;
-use crate::extract::{Auth, Write};
+use crate::extract::{Auth, Write, json_problem};
 use crate::problem::Problem;
 use crate::wire::{money, to_value};
 use axum::extract::State;
@@ -48,15 +48,7 @@ struct Kind {
 /// input's: a purchase or a refund has no `type`), each failure named by its field's path.
 fn input<T: DeserializeOwned>(event: &str) -> Result<T, Problem> {
     let mut de = serde_json::Deserializer::from_str(event);
-    serde_path_to_error::deserialize(WithoutType(&mut de)).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            "body".to_string()
-        } else {
-            path
-        };
-        Problem::invalid(field, e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize(WithoutType(&mut de)).map_err(json_problem)
 }
 
 /// A deserializer of a JSON object that skips its `type` member.
@@ -169,8 +161,10 @@ async fn one(
             }
             Some(_) => {
                 // Any other type is a custom event of that type, which its input holds.
-                let input: CustomInput = serde_json::from_str(event)
-                    .map_err(|e| Problem::invalid("body", e.to_string()))?;
+                let input: CustomInput = serde_path_to_error::deserialize(
+                    &mut serde_json::Deserializer::from_str(event),
+                )
+                .map_err(json_problem)?;
                 let (out, _) = app.custom(&p, input, idem).await?;
                 Ok((StatusCode::CREATED, text(&out)))
             }

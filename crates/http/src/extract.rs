@@ -142,19 +142,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         de.end()
             .map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
     }
-    parsed.map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." || path.is_empty() {
-                    "body".to_string()
-                } else {
-                    path
-                };
-                Problem::invalid(field, inner.to_string())
-            }
-            _ => Problem::malformed(format!("the body is not valid JSON: {inner}")),
+    parsed.map_err(json_problem)
+}
+
+/// The problem a JSON value of the wrong shape (a 422 naming the field's path, or `body`) or
+/// text that is not JSON (a 400) makes.
+pub(crate) fn json_problem(e: serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let field = if path == "." || path.is_empty() {
+                "body".to_string()
+            } else {
+                path
+            };
+            Problem::invalid(field, inner.to_string())
         }
-    })
+        _ => Problem::malformed(format!("the body is not valid JSON: {inner}")),
+    }
 }
