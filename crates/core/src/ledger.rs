@@ -83,6 +83,55 @@ pub fn take_from_lots(lots: &[LotView], amount: i64) -> (Vec<(i64, i64)>, i64) {
     (takes, amount.max(0) - left)
 }
 
+/// Whether a debit planned from the first of a member's available lots (`head`: a prefix in
+/// the order they were earned, the rest having later ids) takes what the same debit planned from
+/// all of them would: [`take_from_lots`] gave `takes` and `taken` from `head` for `amount`, and
+/// `list` is the member's soonest expiry dates as kept on the member row.
+///
+/// The lots the debit passes over come first in its order; one outside the head could only come
+/// before the last lot taken by expiring sooner, or on the same date with a smaller id. So every
+/// listed date up to and including the last taken lot's must have all its points in the head,
+/// and the list must reach that date: a full list (the first [`EXPIRING_KEPT`] dates) says
+/// nothing of later ones, and when the last lot taken never expires, every expiring lot comes
+/// before it, so the list must be complete (shorter than full) and wholly in the head. Lots
+/// that never expire are not listed: among them the head relies on later lots having larger
+/// ids. Were one not to (two writers taking ids at once, on PostgreSQL), the debit would take
+/// another never-expiring lot than the oldest: the same points, neither ever expiring. When
+/// this answers `false` the caller reads every lot.
+pub fn head_decides(
+    head: &[LotView],
+    takes: &[(i64, i64)],
+    taken: i64,
+    amount: i64,
+    list: &SoonestExpiring,
+) -> bool {
+    if taken < amount.max(0) {
+        return false;
+    }
+    let Some(&(last_id, _)) = takes.last() else {
+        return true;
+    };
+    let Some(last) = head.iter().find(|l| l.id == last_id) else {
+        return false;
+    };
+    let full = list.0.len() >= EXPIRING_KEPT;
+    match (last.expires_at, list.0.last()) {
+        (None, _) if full => return false,
+        (Some(d), Some(&(end, _))) if full && d > end => return false,
+        _ => {}
+    }
+    list.0
+        .iter()
+        .filter(|(d, _)| last.expires_at.is_none_or(|b| *d <= b))
+        .all(|&(d, points)| {
+            head.iter()
+                .filter(|l| l.expires_at == Some(d))
+                .map(|l| l.remaining.max(0))
+                .sum::<i64>()
+                == points
+        })
+}
+
 /// How many of a member's soonest expiry dates a balance lists, and the member row keeps.
 pub const EXPIRING_KEPT: usize = 12;
 
@@ -119,6 +168,26 @@ impl SoonestExpiring {
             }
             Err(_) => {}
         }
+    }
+
+    /// The list after `taken` (`(expires_at, points)` pairs) left available lots, told from the
+    /// list alone; `None` when it cannot be: a date not listed, more taken than listed, or a full
+    /// list losing a date (the next date is not in it). The caller then lists the dates again
+    /// from the lots.
+    pub fn less(&self, taken: &[(i64, i64)]) -> Option<SoonestExpiring> {
+        let mut out = self.clone();
+        for &(at, n) in taken {
+            let i = out.0.binary_search_by_key(&at, |(d, _)| *d).ok()?;
+            out.0[i].1 -= n;
+        }
+        if out.0.iter().any(|(_, p)| *p < 0) {
+            return None;
+        }
+        out.0.retain(|(_, p)| *p > 0);
+        if out.0.len() < self.0.len() && self.0.len() >= EXPIRING_KEPT {
+            return None;
+        }
+        Some(out)
     }
 
     /// The stored form: `[[expires_at, points], ...]`.
@@ -321,6 +390,35 @@ mod tests {
                 prop_assert_eq!(&kept.0, &first);
             }
             prop_assert_eq!(SoonestExpiring::parse(&kept.to_text()), Some(kept.clone()));
+        }
+
+        #[test]
+        fn a_debit_the_head_decides_is_the_debit_of_every_lot(
+            rems in proptest::collection::vec((1i64..60, proptest::option::of(0i64..20)), 0..40),
+            head_len in 0usize..40,
+            amount in 0i64..1_500,
+        ) {
+            // Every lot of the member, oldest first, and the first `head_len` of them.
+            let lots: Vec<LotView> = rems.iter().enumerate().map(|(i, (r, e))| lot(i as i64, *r, *e)).collect();
+            let head = &lots[..head_len.min(lots.len())];
+            let list = SoonestExpiring::from_pairs(lots.iter().filter_map(|l| l.expires_at.map(|at| (at, l.remaining))));
+            let (takes, taken) = take_from_lots(head, amount);
+            let whole = take_from_lots(&lots, amount);
+            if head.len() == lots.len() {
+                prop_assert_eq!((&takes, taken), (&whole.0, whole.1));
+            }
+            if head_decides(head, &takes, taken, amount, &list) {
+                prop_assert_eq!(&takes, &whole.0);
+                // And the list after the debit, from the list alone, where it can be told.
+                let dated: Vec<(i64, i64)> = takes.iter().filter_map(|(id, n)| lots[*id as usize].expires_at.map(|at| (at, *n))).collect();
+                let after = SoonestExpiring::from_pairs(lots.iter().filter_map(|l| {
+                    let t: i64 = takes.iter().filter(|(id, _)| *id == l.id).map(|(_, n)| n).sum();
+                    l.expires_at.map(|at| (at, l.remaining - t))
+                }));
+                if let Some(told) = list.less(&dated) {
+                    prop_assert_eq!(told, after);
+                }
+            }
         }
 
         #[test]

@@ -430,6 +430,126 @@ async fn debits_consume_the_earliest_expiring_lots_first(db: TestDb) {
     assert_ledger_ok(&store).await;
 }
 
+/// The lots of `member` with points left, oldest first: (order, remaining).
+async fn lots_left(store: &Store, member: &str) -> Vec<(String, i64)> {
+    let m = member.to_string();
+    store
+        .read(move |c| {
+            Ok(c.query(
+                "SELECT order_id, remaining FROM lots WHERE tenant_id = $1 AND member_id = $2 AND remaining > 0 ORDER BY id",
+                &[T.into(), m.as_str().into()],
+            )?
+            .iter()
+            .map(|r| (r.opt_text(0).unwrap_or_default(), r.int(1)))
+            .collect())
+        })
+        .await
+        .expect("lots")
+}
+
+/// A debit reads the member's first open lots (`DEBIT_HEAD`, in the order they were earned)
+/// and the rest only when those do not decide it: a lot earned last that expires first (a
+/// purchase dated back) is still the first debited, a debit larger than the first lots hold
+/// reads on, and the soonest expiry dates the member row keeps follow the lots throughout. In a
+/// programme without expiry the oldest lots go first. The first lots are read without sorting.
+async fn a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide(db: TestDb) {
+    let s = settings(
+        0,
+        ExpiryPolicy::AfterEarning { months: 12 },
+        RefundPolicy::AllowNegative,
+    );
+    let store = setup(&db, &s).await;
+    let m = member(&store, "c1").await;
+    let now = t0() + Duration::days(100);
+    let head = fidelis_store::DEBIT_HEAD;
+    // More lots than the head, each 10 points, dated a day apart and posted in date order.
+    for i in 0..head + 8 {
+        let at = t0() + Duration::days(10 + i as i64);
+        buy_posted(&store, &s, &m, &format!("o{i}"), "10.00", at, now).await;
+    }
+    // Earned last, expiring first.
+    buy_posted(&store, &s, &m, "back", "10.00", t0(), now).await;
+    assert_expiring_follows_the_lots(&store, &s, &m, "purchases").await;
+    let debit = |points: i64| {
+        let (store, s) = (store.clone(), s.clone());
+        let m = m.clone();
+        async move {
+            store
+                .adjust(T, &m, -points, "reversal", "test", s, None, us(now))
+                .await
+                .expect("debit");
+        }
+    };
+    debit(4).await;
+    let lots = lots_left(&store, &m).await;
+    assert_eq!(lots.last(), Some(&("back".to_string(), 6)), "{lots:?}");
+    assert_eq!(lots[0], ("o0".to_string(), 10));
+    assert_expiring_follows_the_lots(&store, &s, &m, "a debit of the lot earned last").await;
+    // The rest of that lot, then the oldest.
+    debit(11).await;
+    let lots = lots_left(&store, &m).await;
+    assert_eq!(lots[0], ("o0".to_string(), 5), "{lots:?}");
+    assert!(lots.iter().all(|(o, _)| o != "back"));
+    assert_expiring_follows_the_lots(&store, &s, &m, "a debit of the first lots").await;
+    // Decided by the first lots and the row's dates; then emptying the first two lots, which
+    // takes two of the twelve dates the row keeps: listed again from the lots.
+    debit(3).await;
+    assert_eq!(lots_left(&store, &m).await[0], ("o0".to_string(), 2));
+    assert_expiring_follows_the_lots(&store, &s, &m, "a debit the first lots decide").await;
+    debit(12).await;
+    assert_eq!(lots_left(&store, &m).await[0], ("o2".to_string(), 10));
+    assert_expiring_follows_the_lots(&store, &s, &m, "a debit of two dates").await;
+    // More than the first lots hold.
+    let before = balance(&store, &s, &m).await.0;
+    let more = 10 * head as i64 + 5;
+    debit(more).await;
+    assert_eq!(balance(&store, &s, &m).await.0, before - more);
+    let lots = lots_left(&store, &m).await;
+    assert_eq!(lots.len(), 6, "{lots:?}");
+    assert_eq!(lots[0], (format!("o{}", head + 2), 5), "{lots:?}");
+    assert_expiring_follows_the_lots(&store, &s, &m, "a debit past the first lots").await;
+    assert_ledger_ok(&store).await;
+
+    // No expiry: the oldest lots go first, however many there are.
+    let s = settings(0, ExpiryPolicy::None, RefundPolicy::AllowNegative);
+    let n = member(&store, "c2").await;
+    for i in 0..head + 8 {
+        let at = t0() + Duration::days(i as i64);
+        buy_posted(&store, &s, &n, &format!("n{i}"), "10.00", at, now).await;
+    }
+    store
+        .adjust(T, &n, -25, "reversal", "test", s.clone(), None, us(now))
+        .await
+        .expect("debit");
+    let lots = lots_left(&store, &n).await;
+    assert_eq!(lots[0], ("n2".to_string(), 5), "{lots:?}");
+    assert_eq!(lots.len(), head + 6);
+    assert_ledger_ok(&store).await;
+
+    // SQLite walks the member's transactions in order and stops at the limit: no sort.
+    let plan = store
+        .read(|c| {
+            if c.dialect() != fidelis_store::Dialect::Sqlite {
+                return Ok(String::new());
+            }
+            let rows = c.query(
+                &format!("EXPLAIN QUERY PLAN {}", fidelis_store::open_lots_head_sql()),
+                &[T.into(), "x".into()],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| r.text(3))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        })
+        .await
+        .expect("plan");
+    assert!(
+        !plan.contains("TEMP B-TREE"),
+        "the first lots' plan: {plan}"
+    );
+}
+
 async fn refunds_claw_back_proportionally_and_never_more_than_was_bought(db: TestDb) {
     let s = settings(30, ExpiryPolicy::None, RefundPolicy::AllowNegative);
     let store = setup(&db, &s).await;
@@ -1133,6 +1253,7 @@ on_both!(
     a_member_is_found_by_phone_through_its_index,
     inactivity_expires_the_whole_balance_after_n_months_without_activity,
     debits_consume_the_earliest_expiring_lots_first,
+    a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide,
     refunds_claw_back_proportionally_and_never_more_than_was_bought,
     a_refund_takes_pending_then_available_then_follows_the_refund_policy,
     a_debt_is_repaid_when_pending_points_mature,

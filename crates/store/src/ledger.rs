@@ -6,7 +6,7 @@ use crate::conn::{Conn, Param, Row};
 use crate::error::{Result, StoreError};
 use crate::model::{AdjustOutcome, Balance, BalanceNow, EntryView, Expiring, LedgerTxn, Page};
 use fidelis_core::ledger::{
-    Account, EXPIRING_KEPT, LotView, SoonestExpiring, repay_debt, take_from_lots,
+    Account, EXPIRING_KEPT, LotView, SoonestExpiring, head_decides, repay_debt, take_from_lots,
 };
 use fidelis_core::program::{ExpiryPolicy, ProgramSettings};
 use fidelis_core::time::{add_months, format, from_micros};
@@ -298,6 +298,64 @@ pub(crate) fn open_lots_sql_of(member: &str) -> String {
     )
 }
 
+/// How many of a member's open lots a debit reads first. A debit takes from the soonest
+/// expiring lots, so it could only be planned from all of them, and a member who never redeems
+/// keeps a lot per purchase: reading them all made a redemption's cost grow with the member's
+/// history (17 % of the writer's time in the benchmark, for 5 % of its operations; with 40 past
+/// purchases a member, 48 against 37 µs a write). The first lots earned, with the expiry dates
+/// the member row keeps, nearly always decide the debit ([`head_decides`]); when they do not,
+/// the debit reads the rest. Eight: a redemption mostly takes from the oldest lot or two, and a
+/// head that does not decide costs a second read.
+pub const DEBIT_HEAD: usize = 8;
+
+/// The member's first [`DEBIT_HEAD`] open lots in the order they were earned (their
+/// transactions', then their own ids, which both grow), each row with the member row's soonest
+/// expiry dates; parameters tenant and member. Both databases walk the member's transactions
+/// from the mark in order and stop at the limit.
+pub fn open_lots_head_sql() -> String {
+    format!(
+        "SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id, m.expiring FROM {} ORDER BY t.id, l.id LIMIT {DEBIT_HEAD}",
+        open_lots_of("$2")
+    )
+}
+
+/// A member's open lots as a debit reads them: all of them (`complete`), or the first
+/// [`DEBIT_HEAD`] with the member row's soonest expiry dates (`list`: `None` when not read or
+/// not readable).
+pub(crate) struct OpenLots {
+    pub lots: Vec<LotRow>,
+    pub complete: bool,
+    pub list: Option<SoonestExpiring>,
+}
+
+impl OpenLots {
+    /// From [`open_lots_head_sql`]'s rows.
+    pub(crate) fn of_head(rows: &[Row]) -> OpenLots {
+        OpenLots {
+            lots: lot_rows(rows),
+            complete: rows.len() < DEBIT_HEAD,
+            list: rows
+                .first()
+                .and_then(|r| SoonestExpiring::parse(&r.text(5))),
+        }
+    }
+
+    /// Every open lot of the member, read now.
+    pub(crate) fn all(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<OpenLots> {
+        Ok(OpenLots {
+            lots: open_lots(c, tenant, member)?,
+            complete: true,
+            list: None,
+        })
+    }
+
+    /// The first open lots of the member, read now ([`open_lots_head_sql`]).
+    pub(crate) fn head(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<OpenLots> {
+        let rows = c.query(&open_lots_head_sql(), &[tenant.into(), member.into()])?;
+        Ok(OpenLots::of_head(&rows))
+    }
+}
+
 /// The lots of [`open_lots_sql`]'s rows.
 pub(crate) fn lot_rows(rows: &[Row]) -> Vec<LotRow> {
     rows.iter()
@@ -560,12 +618,12 @@ pub(crate) fn debit_available(
     counter: Account,
     empty_state: &str,
 ) -> Result<()> {
-    let open = open_lots(c, t.tenant, t.member)?;
-    debit_from_lots(c, t, txn_id, points, counter, empty_state, &open)
+    let open = OpenLots::head(c, t.tenant, t.member)?;
+    debit_from_lots(c, t, txn_id, points, counter, empty_state, open)
 }
 
 /// [`debit_available`] from the member's open lots, read by the caller with the member's lock
-/// held.
+/// held: the first of them, and the rest read here when those do not decide the debit.
 pub(crate) fn debit_from_lots(
     c: &mut dyn Conn,
     t: &Txn<'_>,
@@ -573,14 +631,28 @@ pub(crate) fn debit_from_lots(
     points: i64,
     counter: Account,
     empty_state: &str,
-    open: &[LotRow],
+    mut open: OpenLots,
 ) -> Result<()> {
-    let lots: Vec<LotView> = open
-        .iter()
-        .filter(|l| l.state == "available")
-        .map(LotRow::view)
-        .collect();
-    let (takes, taken) = take_from_lots(&lots, points);
+    let plan = |open: &OpenLots| {
+        let lots: Vec<LotView> = open
+            .lots
+            .iter()
+            .filter(|l| l.state == "available")
+            .map(LotRow::view)
+            .collect();
+        let (takes, taken) = take_from_lots(&lots, points);
+        let decided = open.complete
+            || open
+                .list
+                .as_ref()
+                .is_some_and(|list| head_decides(&lots, &takes, taken, points, list));
+        (takes, taken, decided)
+    };
+    let (mut takes, mut taken, decided) = plan(&open);
+    if !decided {
+        open = OpenLots::all(c, t.tenant, t.member)?;
+        (takes, taken, _) = plan(&open);
+    }
     if taken < points {
         return Err(StoreError::Conflict(format!(
             "not enough available points: {taken} available, {points} needed"
@@ -591,10 +663,28 @@ pub(crate) fn debit_from_lots(
         take_lot(c, *lot_id, *n, empty_state)?;
         entries.push(entry(Account::Available, Some(*lot_id), -n));
     }
-    if empties_a_lot(open, &takes) {
+    if empties_a_lot(&open.lots, &takes) {
         advance_open_lots(c, t.tenant, t.member)?;
     }
-    relist_expiring_after(c, t.tenant, t.member, open, &takes)?;
+    match (open.complete, &open.list) {
+        // Only the first lots are in hand: the dates are told from the member row's list.
+        (false, Some(list)) => {
+            let dated: Vec<(i64, i64)> = takes
+                .iter()
+                .filter_map(|(id, n)| {
+                    let lot = open.lots.iter().find(|l| l.id == *id)?;
+                    lot.expires_at.map(|at| (at, *n))
+                })
+                .collect();
+            if !dated.is_empty() {
+                match list.less(&dated) {
+                    Some(after) => keep_expiring(c, t.tenant, t.member, &after)?,
+                    None => relist_expiring(c, t.tenant, t.member)?,
+                }
+            }
+        }
+        _ => relist_expiring_after(c, t.tenant, t.member, &open.lots, &takes)?,
+    }
     entries.push(entry(counter, None, points));
     write_entries(c, t, txn_id, &entries)
 }

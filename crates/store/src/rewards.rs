@@ -266,7 +266,7 @@ fn redeem(
     let lock: &[Param<'_>] = &[tenant.into(), member.into(), now.into(), now.into()];
     let by_reward: &[Param<'_>] = &[tenant.into(), reward_id.into()];
     let by_member: &[Param<'_>] = &[tenant.into(), member.into()];
-    let lots_sql = ledger::open_lots_sql();
+    let lots_sql = ledger::open_lots_head_sql();
     let mut asks: Vec<(&str, &[Param<'_>])> = vec![
         (ledger::LOCK_ACTIVE_MEMBER, lock),
         (&reward_sql, by_reward),
@@ -284,9 +284,7 @@ fn redeem(
     let reward = reward_record(
         first(1).ok_or_else(|| StoreError::NotFound(format!("reward `{reward_id}`")))?,
     )?;
-    let open = answers
-        .get(2)
-        .map_or_else(Vec::new, |rows| ledger::lot_rows(rows));
+    let open = ledger::OpenLots::of_head(answers.get(2).map_or(&[], |rows| rows.as_slice()));
     let def = &reward.def;
     redeemable(def, from_micros(now)).map_err(StoreError::Conflict)?;
     if let Some(min_tier) = &def.min_tier {
@@ -355,7 +353,7 @@ fn redeem(
         } else {
             Account::Redeemed
         };
-        ledger::debit_from_lots(c, &t, id, def.points_cost, counter, "spent", &open)?;
+        ledger::debit_from_lots(c, &t, id, def.points_cost, counter, "spent", open)?;
         txn_id = Some(id);
         if def.kind == RewardKind::CharityDonation {
             c.execute(
