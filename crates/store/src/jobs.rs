@@ -206,7 +206,11 @@ pub(crate) fn inactive_candidates(
 }
 
 /// The available lots of those `candidates` who, read again now, have been inactive for
-/// `months` or more at `now` and still have points available.
+/// `months` or more at `now` and still have points available. Each member's row is locked as
+/// it is read again (PostgreSQL; one writer on SQLite), so the test holds until the expiry is
+/// written: a purchase on another writer either commits first and is seen, or waits. Read
+/// without the lock, a purchase committed between the test and [`expire`]'s claim would have
+/// had its member's points expired all the same.
 fn inactive_lots(
     c: &mut dyn Conn,
     tenant: &str,
@@ -217,7 +221,10 @@ fn inactive_lots(
     let mut by_member = BTreeMap::new();
     for member in candidates {
         let Some(m) = c.query_one(
-            "SELECT last_activity_at FROM members WHERE tenant_id = $1 AND id = $2 AND available > 0",
+            &format!(
+                "SELECT last_activity_at FROM members WHERE tenant_id = $1 AND id = $2 AND available > 0{}",
+                c.dialect().skip_locked()
+            ),
             &[tenant.into(), member.as_str().into()],
         )?
         else {
