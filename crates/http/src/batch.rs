@@ -45,10 +45,13 @@ struct Kind {
 }
 
 /// `T` from an event's text, leaving out the event's `type` member (the batch's, not the
-/// input's: a purchase or a refund has no `type`), each failure named by its field's path.
+/// input's: a purchase or a refund has no `type`), each failure named by its field's path
+/// (tracked only when a first parse fails, as `extract::parse_json` does).
 fn input<T: DeserializeOwned>(event: &str) -> Result<T, Problem> {
-    let mut de = serde_json::Deserializer::from_str(event);
-    serde_path_to_error::deserialize(WithoutType(&mut de)).map_err(json_problem)
+    T::deserialize(WithoutType(&mut serde_json::Deserializer::from_str(event))).or_else(|_| {
+        let mut de = serde_json::Deserializer::from_str(event);
+        serde_path_to_error::deserialize(WithoutType(&mut de)).map_err(json_problem)
+    })
 }
 
 /// A deserializer of a JSON object that skips its `type` member.
@@ -161,10 +164,10 @@ async fn one(
             }
             Some(_) => {
                 // Any other type is a custom event of that type, which its input holds.
-                let input: CustomInput = serde_path_to_error::deserialize(
-                    &mut serde_json::Deserializer::from_str(event),
-                )
-                .map_err(json_problem)?;
+                let input: CustomInput = serde_json::from_str(event).or_else(|_| {
+                    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(event))
+                        .map_err(json_problem)
+                })?;
                 let (out, _) = app.custom(&p, input, idem).await?;
                 Ok((StatusCode::CREATED, text(&out)))
             }

@@ -134,7 +134,14 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Q<T> {
 
 /// Parses a JSON body; a value of the wrong shape is a 422 naming the field's path
 /// (`lines[0].quantity`), text that is not JSON a 400.
+///
+/// The body is parsed by serde alone first, and again with the path tracked only when that
+/// fails: tracking it allocated a string per member read, 8 % of the HTTP side's samples for
+/// a purchase, and a body that parses needs no path.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if let Ok(parsed) = serde_json::from_slice(bytes) {
+        return Ok(parsed);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     if parsed.is_ok() {
