@@ -447,26 +447,50 @@ async fn lots_left(store: &Store, member: &str) -> Vec<(String, i64)> {
         .expect("lots")
 }
 
+/// A programme whose points expire 12 months after earning (pending for `pending_days`),
+/// and one member of it.
+async fn a_member_whose_points_expire(
+    db: &TestDb,
+    pending_days: u32,
+) -> (ProgramSettings, Store, String) {
+    let s = settings(
+        pending_days,
+        ExpiryPolicy::AfterEarning { months: 12 },
+        RefundPolicy::AllowNegative,
+    );
+    let store = setup(db, &s).await;
+    let m = member(&store, "c1").await;
+    (s, store, m)
+}
+
+/// `n` purchases of 10.00 (10 points each) by `member`, orders `{prefix}0`, `{prefix}1`, ...,
+/// dated a day apart from `from_day` days after `t0` and posted in date order at `now`.
+async fn purchases_a_day_apart(
+    store: &Store,
+    s: &ProgramSettings,
+    member: &str,
+    prefix: &str,
+    n: usize,
+    from_day: i64,
+    now: DateTime<Utc>,
+) {
+    for i in 0..n {
+        let at = t0() + Duration::days(from_day + i as i64);
+        buy_posted(store, s, member, &format!("{prefix}{i}"), "10.00", at, now).await;
+    }
+}
+
 /// A debit reads the member's first open lots (`DEBIT_HEAD`, in the order they were earned)
 /// and the rest only when those do not decide it: a lot earned last that expires first (a
 /// purchase dated back) is still the first debited, a debit larger than the first lots hold
 /// reads on, and the soonest expiry dates the member row keeps follow the lots throughout. In a
 /// programme without expiry the oldest lots go first. The first lots are read without sorting.
 async fn a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide(db: TestDb) {
-    let s = settings(
-        0,
-        ExpiryPolicy::AfterEarning { months: 12 },
-        RefundPolicy::AllowNegative,
-    );
-    let store = setup(&db, &s).await;
-    let m = member(&store, "c1").await;
+    let (s, store, m) = a_member_whose_points_expire(&db, 0).await;
     let now = t0() + Duration::days(100);
     let head = fidelis_store::DEBIT_HEAD;
     // More lots than the head, each 10 points, dated a day apart and posted in date order.
-    for i in 0..head + 8 {
-        let at = t0() + Duration::days(10 + i as i64);
-        buy_posted(&store, &s, &m, &format!("o{i}"), "10.00", at, now).await;
-    }
+    purchases_a_day_apart(&store, &s, &m, "o", head + 8, 10, now).await;
     // Earned last, expiring first.
     buy_posted(&store, &s, &m, "back", "10.00", t0(), now).await;
     assert_expiring_follows_the_lots(&store, &s, &m, "purchases").await;
@@ -513,10 +537,7 @@ async fn a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide(db: T
     // No expiry: the oldest lots go first, however many there are.
     let s = settings(0, ExpiryPolicy::None, RefundPolicy::AllowNegative);
     let n = member(&store, "c2").await;
-    for i in 0..head + 8 {
-        let at = t0() + Duration::days(i as i64);
-        buy_posted(&store, &s, &n, &format!("n{i}"), "10.00", at, now).await;
-    }
+    purchases_a_day_apart(&store, &s, &n, "n", head + 8, 0, now).await;
     store
         .adjust(T, &n, -25, "reversal", "test", s.clone(), None, us(now))
         .await
@@ -548,6 +569,71 @@ async fn a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide(db: T
         !plan.contains("TEMP B-TREE"),
         "the first lots' plan: {plan}"
     );
+}
+
+/// A refund reads the member's first and last open lots, not all of them: the pending points
+/// it claws back first are among the last lots (all of them, when their points are the
+/// member's pending balance), the available points it takes next are decided by the first
+/// lots as a debit's are, and anything else reads every lot: a lot dated back, earned last
+/// and expiring first, and pending lots older than the last lots.
+async fn a_refund_reads_the_first_and_last_lots_and_the_rest_when_needed(db: TestDb) {
+    let (s, store, m) = a_member_whose_points_expire(&db, 14).await;
+    let now = t0() + Duration::days(100);
+    let head = fidelis_store::DEBIT_HEAD;
+    // Available lots, more than the first and last lots together, then two pending ones.
+    purchases_a_day_apart(&store, &s, &m, "a", head + 4, 10, now).await;
+    for o in ["p0", "p1"] {
+        buy_posted(&store, &s, &m, o, "10.00", now - Duration::days(1), now).await;
+    }
+    let left = |order: &'static str| {
+        let (store, m) = (store.clone(), m.clone());
+        async move {
+            lots_left(&store, &m)
+                .await
+                .into_iter()
+                .find(|(o, _)| o == order)
+                .map_or(0, |(_, n)| n)
+        }
+    };
+    let check = |step: &'static str| {
+        let (store, s, m) = (store.clone(), s.clone(), m.clone());
+        async move {
+            assert_expiring_follows_the_lots(&store, &s, &m, step).await;
+            assert_ledger_ok(&store).await;
+        }
+    };
+    // The order's own pending lot.
+    refund(&store, &s, "p0", "10.00", now)
+        .await
+        .expect("refund");
+    assert_eq!((left("p0").await, left("p1").await), (0, 10));
+    check("a refund of a pending order").await;
+    // Another order's: pending points first, then the soonest expiring available ones.
+    refund(&store, &s, "a3", "5.00", now).await.expect("refund");
+    assert_eq!(left("p1").await, 5);
+    refund(&store, &s, "a4", "10.00", now)
+        .await
+        .expect("refund");
+    assert_eq!((left("p1").await, left("a0").await), (0, 5));
+    check("refunds of available orders").await;
+    // A lot dated back expires first though it is the last: every lot is read.
+    buy_posted(&store, &s, &m, "back", "10.00", t0(), now).await;
+    refund(&store, &s, "a5", "10.00", now)
+        .await
+        .expect("refund");
+    assert_eq!((left("back").await, left("a0").await), (0, 5));
+    check("a refund past the first lots").await;
+    // Pending lots older than the last lots: every lot is read.
+    for o in ["q0", "q1"] {
+        buy_posted(&store, &s, &m, o, "10.00", now - Duration::days(1), now).await;
+    }
+    purchases_a_day_apart(&store, &s, &m, "r", head + 1, 50, now).await;
+    refund(&store, &s, "q0", "10.00", now)
+        .await
+        .expect("refund");
+    assert_eq!((left("q0").await, left("q1").await), (0, 10));
+    assert_eq!(balance(&store, &s, &m).await.1, 10);
+    check("a refund of a pending order behind the last lots").await;
 }
 
 async fn refunds_claw_back_proportionally_and_never_more_than_was_bought(db: TestDb) {
@@ -1254,6 +1340,7 @@ on_both!(
     inactivity_expires_the_whole_balance_after_n_months_without_activity,
     debits_consume_the_earliest_expiring_lots_first,
     a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide,
+    a_refund_reads_the_first_and_last_lots_and_the_rest_when_needed,
     refunds_claw_back_proportionally_and_never_more_than_was_bought,
     a_refund_takes_pending_then_available_then_follows_the_refund_policy,
     a_debt_is_repaid_when_pending_points_mature,

@@ -8,7 +8,7 @@ use crate::ledger::{self, Entry, NewLot, Txn, entry, expiry_for, lock_member, ts
 use crate::model::{BalanceNow, CustomOutcome, PurchaseOutcome, RefundOutcome};
 use fidelis_core::earn::Award;
 use fidelis_core::event::{Custom, Line, Purchase, Refund, RefundWhat, refund_lines_amount};
-use fidelis_core::ledger::{Account, clawback_target, plan_clawback, repay_debt};
+use fidelis_core::ledger::{Account, clawback_target, head_decides, plan_clawback, repay_debt};
 use fidelis_core::program::ProgramSettings;
 use fidelis_core::time::add_days;
 
@@ -196,6 +196,86 @@ pub(crate) fn purchase(
     Ok(outcome)
 }
 
+/// The lots a refund's claw-back plans from, and its plan. A claw-back takes the member's
+/// pending points (the order's own first), then available points soonest expiring first; a
+/// member who never redeems keeps a lot per purchase, so reading every open lot made a
+/// refund's cost grow with the member's history. It reads the first and the last
+/// [`ledger::DEBIT_HEAD`] open lots instead (`head_rows`, `tail_rows`): pending lots are the
+/// newest, and the last ones hold all of them when their points are the member's pending
+/// balance (`pending`); the available points it takes are decided by the first lots as a
+/// debit's are ([`head_decides`]). When either is not so, every open lot is read.
+#[allow(clippy::too_many_arguments)]
+fn refund_lots(
+    c: &mut dyn Conn,
+    tenant: &str,
+    member: &str,
+    order_id: &str,
+    claw: i64,
+    policy: fidelis_core::program::RefundPolicy,
+    pending: i64,
+    head_rows: &[crate::conn::Row],
+    tail_rows: &[crate::conn::Row],
+) -> Result<(ledger::OpenLots, fidelis_core::ledger::ClawbackPlan)> {
+    let plan = |lots: &[ledger::LotRow], available_from: &[ledger::LotRow]| {
+        let views = |from: &[ledger::LotRow], keep: &dyn Fn(&ledger::LotRow) -> bool| {
+            from.iter()
+                .filter(|l| keep(l))
+                .map(ledger::LotRow::view)
+                .collect::<Vec<_>>()
+        };
+        let own = |l: &ledger::LotRow| l.order_id.as_deref() == Some(order_id);
+        let own_pending = views(lots, &|l| l.state == "pending" && own(l));
+        let other_pending = views(lots, &|l| l.state == "pending" && !own(l));
+        let available = views(available_from, &|l| l.state == "available");
+        (
+            plan_clawback(claw, &own_pending, &other_pending, &available, policy),
+            available,
+        )
+    };
+    let head = ledger::OpenLots::of_head(head_rows);
+    if head.complete {
+        let (p, _) = plan(&head.lots, &head.lots);
+        return Ok((head, p));
+    }
+    let mut known = head.lots.clone();
+    for l in ledger::lot_rows(tail_rows) {
+        if !known.iter().any(|k| k.id == l.id) {
+            known.push(l);
+        }
+    }
+    let pending_known: i64 = known
+        .iter()
+        .filter(|l| l.state == "pending")
+        .map(|l| l.remaining)
+        .sum();
+    let (p, head_available) = plan(&known, &head.lots);
+    let from_available: i64 = p.from_available.iter().map(|(_, n)| n).sum();
+    let needed = claw - p.pending_total();
+    let decided = pending_known == pending
+        && (needed == 0
+            || policy == fidelis_core::program::RefundPolicy::PendingOnly
+            || head.list.as_ref().is_some_and(|list| {
+                head_decides(
+                    &head_available,
+                    &p.from_available,
+                    from_available,
+                    needed,
+                    list,
+                )
+            }));
+    if decided {
+        let open = ledger::OpenLots {
+            lots: known,
+            complete: false,
+            list: head.list,
+        };
+        return Ok((open, p));
+    }
+    let open = ledger::OpenLots::all(c, tenant, member)?;
+    let (p, _) = plan(&open.lots, &open.lots);
+    Ok((open, p))
+}
+
 /// The member an order was recorded for (`$1` the tenant, `$2` the order id).
 const MEMBER_OF_ORDER: &str = "SELECT member_id FROM orders WHERE tenant_id = $1 AND order_id = $2";
 
@@ -240,14 +320,18 @@ pub(crate) fn refund(
     let member_sql = format!(
         "SELECT available, pending FROM members WHERE tenant_id = $1 AND id = ({MEMBER_OF_ORDER}){for_update}"
     );
-    let lots_sql = ledger::open_lots_sql_of(&format!("({MEMBER_OF_ORDER})"));
+    // The member's first and last open lots, not all of them (see `refund_lots`).
+    let of_order = format!("({MEMBER_OF_ORDER})");
+    let head_sql = ledger::open_lots_end_sql(&of_order, "");
+    let tail_sql = ledger::open_lots_end_sql(&of_order, " DESC");
     let by_order: &[Param<'_>] = &[tenant.into(), (&r.order_id).into()];
     let mut asks: Vec<(&str, &[Param<'_>])> = vec![
         (&order_sql, by_order),
         (crate::awards::AWARDS_OF_ORDER, by_order),
         (crate::credit::CASHBACK_OF_ORDER, by_order),
         (&member_sql, by_order),
-        (&lots_sql, by_order),
+        (&head_sql, by_order),
+        (&tail_sql, by_order),
     ];
     if c.dialect() == Dialect::Postgres {
         asks.push((ledger::NEXT_IDS, &[]));
@@ -255,7 +339,7 @@ pub(crate) fn refund(
     let mut answers = c.query_all(&asks)?.into_iter();
     let mut next = || answers.next().unwrap_or_default();
     let (order, award_rows, cashback) = (next(), next(), next());
-    let (member_rows, lot_rows, ids) = (next(), next(), next());
+    let (member_rows, head_rows, tail_rows, ids) = (next(), next(), next(), next());
     let ahead = ledger::AheadIds::of(Some(&ids));
     let order = order
         .into_iter()
@@ -285,7 +369,6 @@ pub(crate) fn refund(
         .first()
         .map(ledger::member_state)
         .ok_or_else(|| StoreError::NotFound(format!("member `{member}`")))?;
-    let lots = ledger::lot_rows(&lot_rows);
     let occurred = r.occurred_at.timestamp_micros();
     let payload =
         serde_json::json!({ "refund_id": r.refund_id, "amount_minor": amount }).to_string();
@@ -321,22 +404,18 @@ pub(crate) fn refund(
         None => (clawback_target(awarded, total, refunded_before + amount) - clawed_before).max(0),
     };
     let target = clawed_before + claw;
-    let own: Vec<_> = lots
-        .iter()
-        .filter(|l| l.state == "pending" && l.order_id.as_deref() == Some(r.order_id.as_str()))
-        .map(|l| l.view())
-        .collect();
-    let other: Vec<_> = lots
-        .iter()
-        .filter(|l| l.state == "pending" && l.order_id.as_deref() != Some(r.order_id.as_str()))
-        .map(|l| l.view())
-        .collect();
-    let available: Vec<_> = lots
-        .iter()
-        .filter(|l| l.state == "available")
-        .map(|l| l.view())
-        .collect();
-    let plan = plan_clawback(claw, &own, &other, &available, settings.refund_policy);
+    let (open, plan) = refund_lots(
+        c,
+        tenant,
+        &member,
+        &r.order_id,
+        claw,
+        settings.refund_policy,
+        state.pending,
+        &head_rows,
+        &tail_rows,
+    )?;
+    let lots = &open.lots;
     let taken = plan.pending_total() + plan.available_total();
     // What the clawback moves on the member's balances, written with the counters below.
     let (mut d_avail, mut d_pending) = (0, 0);
@@ -367,13 +446,13 @@ pub(crate) fn refund(
         }
         entries.push(entry(Account::Issued, None, taken));
         (d_avail, d_pending) = ledger::insert_entries(c, &t, txn_id, &entries)?;
-        if ledger::empties_a_lot(&lots, &plan.from_pending)
-            || ledger::empties_a_lot(&lots, &plan.from_available)
+        if ledger::empties_a_lot(lots, &plan.from_pending)
+            || ledger::empties_a_lot(lots, &plan.from_available)
         {
             ledger::advance_open_lots(c, tenant, &member)?;
         }
         if !plan.from_available.is_empty() {
-            ledger::relist_expiring_after(c, tenant, &member, &lots, &plan.from_available)?;
+            open.relist_after(c, tenant, &member, &plan.from_available)?;
         }
     }
     c.defer(

@@ -287,14 +287,9 @@ pub(crate) fn open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<
 
 /// The member's open lots, oldest first; parameters tenant and member.
 pub(crate) fn open_lots_sql() -> String {
-    open_lots_sql_of("$2")
-}
-
-/// [`open_lots_sql`] for the member `member` gives (see [`open_lots_of`]).
-pub(crate) fn open_lots_sql_of(member: &str) -> String {
     format!(
         "SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id FROM {} ORDER BY l.id",
-        open_lots_of(member)
+        open_lots_of("$2")
     )
 }
 
@@ -313,9 +308,15 @@ pub const DEBIT_HEAD: usize = 8;
 /// expiry dates; parameters tenant and member. Both databases walk the member's transactions
 /// from the mark in order and stop at the limit.
 pub fn open_lots_head_sql() -> String {
+    open_lots_end_sql("$2", "")
+}
+
+/// The first ([`open_lots_head_sql`]) or, with `desc` `" DESC"`, the last [`DEBIT_HEAD`] open
+/// lots of the member `member` gives, with the member row's soonest expiry dates.
+pub(crate) fn open_lots_end_sql(member: &str, desc: &str) -> String {
     format!(
-        "SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id, m.expiring FROM {} ORDER BY t.id, l.id LIMIT {DEBIT_HEAD}",
-        open_lots_of("$2")
+        "SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id, m.expiring FROM {} ORDER BY t.id{desc}, l.id{desc} LIMIT {DEBIT_HEAD}",
+        open_lots_of(member)
     )
 }
 
@@ -347,6 +348,38 @@ impl OpenLots {
             complete: true,
             list: None,
         })
+    }
+
+    /// Lists the member's soonest expiry dates again after `takes` (lot id, points) left
+    /// available lots of these: from the lots when all are in hand, else from the member row's
+    /// list (or, when a full list loses a date, from the lots read again).
+    pub(crate) fn relist_after(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        member: &str,
+        takes: &[(i64, i64)],
+    ) -> Result<()> {
+        match (self.complete, &self.list) {
+            (false, Some(list)) => {
+                let dated: Vec<(i64, i64)> = takes
+                    .iter()
+                    .filter_map(|(id, n)| {
+                        let lot = self.lots.iter().find(|l| l.id == *id)?;
+                        lot.expires_at.map(|at| (at, *n))
+                    })
+                    .collect();
+                if dated.is_empty() {
+                    return Ok(());
+                }
+                match list.less(&dated) {
+                    Some(after) => keep_expiring(c, tenant, member, &after),
+                    None => relist_expiring(c, tenant, member),
+                }
+            }
+            (false, None) => relist_expiring(c, tenant, member),
+            (true, _) => relist_expiring_after(c, tenant, member, &self.lots, takes),
+        }
     }
 
     /// The first open lots of the member, read now ([`open_lots_head_sql`]).
@@ -666,25 +699,7 @@ pub(crate) fn debit_from_lots(
     if empties_a_lot(&open.lots, &takes) {
         advance_open_lots(c, t.tenant, t.member)?;
     }
-    match (open.complete, &open.list) {
-        // Only the first lots are in hand: the dates are told from the member row's list.
-        (false, Some(list)) => {
-            let dated: Vec<(i64, i64)> = takes
-                .iter()
-                .filter_map(|(id, n)| {
-                    let lot = open.lots.iter().find(|l| l.id == *id)?;
-                    lot.expires_at.map(|at| (at, *n))
-                })
-                .collect();
-            if !dated.is_empty() {
-                match list.less(&dated) {
-                    Some(after) => keep_expiring(c, t.tenant, t.member, &after)?,
-                    None => relist_expiring(c, t.tenant, t.member)?,
-                }
-            }
-        }
-        _ => relist_expiring_after(c, t.tenant, t.member, &open.lots, &takes)?,
-    }
+    open.relist_after(c, t.tenant, t.member, &takes)?;
     entries.push(entry(counter, None, points));
     write_entries(c, t, txn_id, &entries)
 }
