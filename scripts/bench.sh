@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks whose figures docs/PERFORMANCE.md quotes. Needs PostgreSQL at
 # $FIDELIS_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) for the PostgreSQL rows.
-# Takes about twelve minutes; run it on a quiet machine (nothing else compiling).
+# Takes about thirteen minutes; run it on a quiet machine (nothing else compiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p fidelis
@@ -20,6 +20,8 @@ echo "== SQLite in-process, 64 tasks"
 $bin bench --members 10000 --connections 64 --duration-secs 20 --inprocess --json "$out/sqlite-inprocess.json"
 echo "== SQLite in-process, 1,024 tasks (large batches)"
 $bin bench --members 10000 --connections 1024 --duration-secs 20 --inprocess --json "$out/sqlite-inprocess-1024.json"
+echo "== SQLite in-process, 1,024 tasks, members with 40 past purchases and 5 % of purchases returned (redemptions and refunds read the first and last lots, not all)"
+$bin bench --members 10000 --connections 1024 --duration-secs 20 --inprocess --history 40 --refund-share 0.05 --json "$out/sqlite-inprocess-history.json"
 echo "== PostgreSQL over HTTP, 64 connections"
 $bin bench --database-url "$pg" --members 10000 --connections 64 --duration-secs 20 --json "$out/pg-http.json"
 echo "== PostgreSQL over HTTP, 64 connections, 5 % of purchases are returns (refunds by line)"
