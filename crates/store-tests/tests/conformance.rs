@@ -547,27 +547,31 @@ async fn a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide(db: T
     assert_eq!(lots.len(), head + 6);
     assert_ledger_ok(&store).await;
 
-    // SQLite walks the member's transactions in order and stops at the limit: no sort.
+    // SQLite walks the member's transactions in order (backwards for a refund's last lots)
+    // and stops at the limit: no sort.
     let plan = store
         .read(|c| {
             if c.dialect() != fidelis_store::Dialect::Sqlite {
                 return Ok(String::new());
             }
-            let rows = c.query(
-                &format!("EXPLAIN QUERY PLAN {}", fidelis_store::open_lots_head_sql()),
-                &[T.into(), "x".into()],
-            )?;
-            Ok(rows
-                .iter()
-                .map(|r| r.text(3))
-                .collect::<Vec<_>>()
-                .join("\n"))
+            let mut plan = String::new();
+            for desc in ["", " DESC"] {
+                let sql = fidelis_store::open_lots_end_sql("$2", desc);
+                for r in c.query(
+                    &format!("EXPLAIN QUERY PLAN {sql}"),
+                    &[T.into(), "x".into()],
+                )? {
+                    plan.push_str(&r.text(3));
+                    plan.push('\n');
+                }
+            }
+            Ok(plan)
         })
         .await
         .expect("plan");
     assert!(
         !plan.contains("TEMP B-TREE"),
-        "the first lots' plan: {plan}"
+        "the first and last lots' plans: {plan}"
     );
 }
 

@@ -217,20 +217,22 @@ fn refund_lots(
     tail_rows: &[crate::conn::Row],
 ) -> Result<(ledger::OpenLots, fidelis_core::ledger::ClawbackPlan)> {
     let plan = |lots: &[ledger::LotRow], available_from: &[ledger::LotRow]| {
-        let views = |from: &[ledger::LotRow], keep: &dyn Fn(&ledger::LotRow) -> bool| {
-            from.iter()
-                .filter(|l| keep(l))
+        // The pending lots of this order (`own`) or of others.
+        let pending = |own: bool| {
+            lots.iter()
+                .filter(|l| {
+                    l.state == "pending" && (l.order_id.as_deref() == Some(order_id)) == own
+                })
                 .map(ledger::LotRow::view)
                 .collect::<Vec<_>>()
         };
-        let own = |l: &ledger::LotRow| l.order_id.as_deref() == Some(order_id);
-        let own_pending = views(lots, &|l| l.state == "pending" && own(l));
-        let other_pending = views(lots, &|l| l.state == "pending" && !own(l));
-        let available = views(available_from, &|l| l.state == "available");
-        (
-            plan_clawback(claw, &own_pending, &other_pending, &available, policy),
-            available,
-        )
+        let available: Vec<_> = available_from
+            .iter()
+            .filter(|l| l.state == "available")
+            .map(ledger::LotRow::view)
+            .collect();
+        let p = plan_clawback(claw, &pending(true), &pending(false), &available, policy);
+        (p, available)
     };
     let head = ledger::OpenLots::of_head(head_rows);
     if head.complete {

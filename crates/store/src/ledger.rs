@@ -307,13 +307,13 @@ pub const DEBIT_HEAD: usize = 8;
 /// transactions', then their own ids, which both grow), each row with the member row's soonest
 /// expiry dates; parameters tenant and member. Both databases walk the member's transactions
 /// from the mark in order and stop at the limit.
-pub fn open_lots_head_sql() -> String {
+pub(crate) fn open_lots_head_sql() -> String {
     open_lots_end_sql("$2", "")
 }
 
 /// The first ([`open_lots_head_sql`]) or, with `desc` `" DESC"`, the last [`DEBIT_HEAD`] open
 /// lots of the member `member` gives, with the member row's soonest expiry dates.
-pub(crate) fn open_lots_end_sql(member: &str, desc: &str) -> String {
+pub fn open_lots_end_sql(member: &str, desc: &str) -> String {
     format!(
         "SELECT l.id, l.state, l.remaining, l.expires_at, l.order_id, m.expiring FROM {} ORDER BY t.id{desc}, l.id{desc} LIMIT {DEBIT_HEAD}",
         open_lots_of(member)

@@ -41,7 +41,7 @@ pub use jobs::EXPIRY_DUE_LOTS;
 pub use ledger::MAX_PAGE;
 #[doc(hidden)]
 pub use ledger::expiring_from_lots_sql;
-pub use ledger::{DEBIT_HEAD, open_lots_head_sql};
+pub use ledger::{DEBIT_HEAD, open_lots_end_sql};
 pub use members::LookupBy;
 pub use runtime::{Backend, Store, StoreOptions};
 pub use tenancy::hash_key;
