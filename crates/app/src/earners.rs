@@ -4,7 +4,7 @@
 //! ones the member held before the event (the snapshot earning sees): the purchase that lifts a
 //! member to Gold earns at the old tier's rate.
 
-use fidelis_core::earn::{Award, EarnContext, Earner, Trigger, base_points};
+use fidelis_core::earn::{Award, EarnContext, EarnScope, Earner, Trigger, base_points};
 use fidelis_core::program::RATE_SCALE;
 
 /// The bonus of a multiplier `micro` (millionths) on `base` points, rounded down.
@@ -25,6 +25,11 @@ fn base(ctx: &EarnContext<'_>) -> Option<i64> {
 pub struct TierEarner;
 
 impl Earner for TierEarner {
+    /// Only a purchase in a programme with a tier ladder is multiplied by the member's tier.
+    fn reads_member(&self, scope: &EarnScope<'_>) -> bool {
+        matches!(scope.event, Trigger::Purchase(_)) && scope.program.tiers.is_some()
+    }
+
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
         let (Some(base), Some(tier), Some(ladder)) =
             (base(ctx), &ctx.member.tier, ctx.program.ladder())
@@ -55,6 +60,11 @@ impl Earner for TierEarner {
 pub struct PlanEarner;
 
 impl Earner for PlanEarner {
+    /// Only purchases are multiplied, and a member can hold a plan only where the tenant offers one.
+    fn reads_member(&self, scope: &EarnScope<'_>) -> bool {
+        matches!(scope.event, Trigger::Purchase(_)) && scope.plans_offered
+    }
+
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
         let (Some(base), Some(plan)) = (base(ctx), &ctx.member.plan) else {
             return Vec::new();
@@ -102,5 +112,61 @@ mod tests {
         assert_eq!(bonus(59, 2_000_000), 59);
         assert_eq!(multiplier_text(1_500_000), "1.5");
         assert_eq!(multiplier_text(2_000_000), "2");
+    }
+
+    /// A programme of a base rate alone earns without reading the member; a tier ladder, a
+    /// plan offered, or a rule listening to the event each make earning read them.
+    #[test]
+    fn earning_reads_the_member_only_where_something_uses_them() {
+        use fidelis_core::earn::BaseEarner;
+        use fidelis_core::event::{Channel, Custom, MemberKey, Purchase};
+        use fidelis_core::money::{Currency, Money};
+        let at = chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("valid");
+        let purchase = Purchase {
+            member: MemberKey::Id("mem_1".into()),
+            order_id: "o1".into(),
+            occurred_at: at,
+            channel: Channel::Pos,
+            store_id: None,
+            total: Money::new(1000, Currency::parse("EUR").expect("known")),
+            lines: Vec::new(),
+        };
+        let custom = Custom {
+            member: MemberKey::Id("mem_1".into()),
+            kind: "review".into(),
+            properties: Default::default(),
+            occurred_at: at,
+        };
+        let plain = fidelis_core::ProgramSettings::default();
+        let mut tiered = plain.clone();
+        tiered.tiers = Some(
+            serde_json::from_value(serde_json::json!({
+                "metric": "spend",
+                "window": { "kind": "rolling", "months": 12 },
+                "review": { "kind": "anniversary", "months": 12 },
+                "tiers": [{ "name": "Silver", "threshold": "0" }, { "name": "Gold", "threshold": "500.00", "earn_multiplier": "1.5" }]
+            }))
+            .expect("a ladder"),
+        );
+        let reads = |e: &dyn Earner, program, event, plans_offered| {
+            e.reads_member(&EarnScope {
+                program,
+                event,
+                plans_offered,
+            })
+        };
+        let (p, c) = (Trigger::Purchase(&purchase), Trigger::Custom(&custom));
+        for (program, event, plans) in [(&plain, p, false), (&tiered, p, true), (&plain, c, true)] {
+            assert!(!reads(&BaseEarner, program, event, plans));
+        }
+        assert!(!reads(&TierEarner, &plain, p, true));
+        assert!(reads(&TierEarner, &tiered, p, false));
+        assert!(
+            !reads(&TierEarner, &tiered, c, false),
+            "custom events are not multiplied"
+        );
+        assert!(!reads(&PlanEarner, &tiered, p, false));
+        assert!(reads(&PlanEarner, &plain, p, true));
+        assert!(!reads(&PlanEarner, &plain, c, true));
     }
 }

@@ -4,7 +4,7 @@ use crate::clock::Clock;
 use crate::error::AppError;
 use crate::inputs::{AdjustmentInput, MemberInput};
 use fidelis_core::ProgramSettings;
-use fidelis_core::earn::{Award, BaseEarner, EarnContext, Earner, MemberFacts, Trigger};
+use fidelis_core::earn::{Award, BaseEarner, EarnContext, EarnScope, Earner, MemberFacts, Trigger};
 use fidelis_core::event::MemberKey;
 use fidelis_core::event::{CustomInput, PurchaseInput, RefundInput};
 use fidelis_store::model::*;
@@ -89,6 +89,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     earners: Vec<Arc<dyn Earner>>,
     programs: Arc<crate::cache::TtlCache<ProgramSettings>>,
+    /// Whether each tenant has any paid-membership plan (see `earning_facts`).
+    plans_offered: Arc<crate::cache::TtlCache<bool>>,
     /// The key behind each secret, by the secret's hash: every request authenticates.
     keys: Arc<crate::cache::TtlCache<Principal>>,
     /// Unknown coupon codes tried, per API key (this node's memory; see `guard`).
@@ -110,6 +112,7 @@ impl App {
                 Arc::new(crate::earners::PlanEarner),
             ],
             programs: Arc::default(),
+            plans_offered: Arc::default(),
             keys: Arc::default(),
             guesses: Arc::default(),
         }
@@ -222,6 +225,44 @@ impl App {
         }
     }
 
+    /// The facts earning sees for an event: the member's, or the default ones without reading
+    /// the member when no earner and no rule of the tenant's can use them (a programme of a
+    /// base rate alone, the common case, saves a read per event). Then a member who is not
+    /// enrolled is refused by the writer instead, with the same answer, before it writes.
+    async fn earning_facts(
+        &self,
+        tenant: &str,
+        key: &MemberKey,
+        settings: &ProgramSettings,
+        event: Trigger<'_>,
+    ) -> Result<MemberFacts, AppError> {
+        let scope = EarnScope {
+            program: settings,
+            event,
+            plans_offered: self.plans_offered(tenant).await?,
+        };
+        let rules = self.rule_set(tenant).await?;
+        if rules.reads_member(&scope) || self.earners.iter().any(|e| e.reads_member(&scope)) {
+            return self.facts(tenant, key, settings).await;
+        }
+        Ok(MemberFacts::default())
+    }
+
+    /// Whether the tenant has any plan: fresh to within the cache's TTL of another node's
+    /// first plan, and at once after this node's (`note_plan_offered`).
+    async fn plans_offered(&self, tenant: &str) -> Result<bool, AppError> {
+        if let Some(offered) = self.plans_offered.get(tenant) {
+            return Ok(offered);
+        }
+        let offered = self.store.offers_plans(tenant).await?;
+        self.plans_offered.put(tenant, offered);
+        Ok(offered)
+    }
+
+    pub(crate) fn note_plan_offered(&self, tenant: &str) {
+        self.plans_offered.put(tenant, true);
+    }
+
     pub(crate) fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
         self.earners.iter().flat_map(|e| e.awards(ctx)).collect()
     }
@@ -310,7 +351,14 @@ impl App {
         p.can_write_events("recording purchases")?;
         let settings = self.settings(&p.tenant).await?;
         let purchase = input.validate(&settings, self.clock.now())?;
-        let member = self.facts(&p.tenant, &purchase.member, &settings).await?;
+        let member = self
+            .earning_facts(
+                &p.tenant,
+                &purchase.member,
+                &settings,
+                Trigger::Purchase(&purchase),
+            )
+            .await?;
         let ctx = EarnContext {
             program: &settings,
             event: Trigger::Purchase(&purchase),
@@ -354,7 +402,9 @@ impl App {
         let settings = self.settings(&p.tenant).await?;
         let event = input.validate(self.clock.now())?;
         // The base rate applies to purchases only; custom events earn through other earners.
-        let member = self.facts(&p.tenant, &event.member, &settings).await?;
+        let member = self
+            .earning_facts(&p.tenant, &event.member, &settings, Trigger::Custom(&event))
+            .await?;
         let ctx = EarnContext {
             program: &settings,
             event: Trigger::Custom(&event),

@@ -260,10 +260,12 @@ impl App {
                 )
             })?;
         }
-        Ok(self
+        let out = self
             .store
             .put_plan(&p.tenant, id, def, idem, self.value_now_us())
-            .await?)
+            .await?;
+        self.note_plan_offered(&p.tenant);
+        Ok(out)
     }
 
     pub async fn plan(&self, p: &Principal, id: &str) -> Result<PlanRecord, AppError> {

@@ -121,6 +121,24 @@ pub struct EarnContext<'a> {
 /// application chains earners and records every award with its source.
 pub trait Earner: Send + Sync {
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award>;
+
+    /// Whether this earner's awards for the event may depend on the member
+    /// ([`EarnContext::member`]). When no earner's may, the event is earned on with the default
+    /// facts and the member is not read first (a read per event saved; the writer still finds
+    /// the member, or refuses the event). `true` is always correct, and is the default.
+    fn reads_member(&self, _scope: &EarnScope<'_>) -> bool {
+        true
+    }
+}
+
+/// What is known of an event before its member is read: enough for each earner to say whether
+/// it needs the member ([`Earner::reads_member`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EarnScope<'a> {
+    pub program: &'a ProgramSettings,
+    pub event: Trigger<'a>,
+    /// Whether the tenant has any paid-membership plan (a member can only hold one then).
+    pub plans_offered: bool,
 }
 
 /// The source of the programme's base-rate award.
@@ -130,6 +148,11 @@ pub const BASE_SOURCE: &str = "base";
 pub struct BaseEarner;
 
 impl Earner for BaseEarner {
+    /// The base rate is the programme's, the same for every member.
+    fn reads_member(&self, _scope: &EarnScope<'_>) -> bool {
+        false
+    }
+
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
         let Trigger::Purchase(purchase) = ctx.event else {
             return Vec::new();

@@ -687,11 +687,27 @@ async fn purchase_by_unknown_external_id_is_404_without_auto_enroll(
         .await;
     assert_eq!(program["settings"]["auto_enroll"], json!(false));
     let body = purchase_by_external("stranger-1", "ae-o-1", "25.00");
-    s.purchase(&s.pos, &body).await.problem(404);
-    s.purchase(&s.pos, &purchase_by_id("mem_nobody", "ae-o-2", "25.00"))
+    // A programme of a base rate alone earns without reading the member first: the writer
+    // finds no member and refuses the purchase, with the answer a read first would give.
+    let refused = s.purchase(&s.pos, &body).await.problem(404).clone();
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("external_id `stranger-1` (enrol them first")),
+        "{refused}"
+    );
+    let refused = s
+        .purchase(&s.pos, &purchase_by_id("mem_nobody", "ae-o-2", "25.00"))
         .await
-        .problem(404);
-    // Refused before reaching a writer: no group commit had to run again without them.
+        .problem(404)
+        .clone();
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("member `mem_nobody`")),
+        "{refused}"
+    );
+    // Refused before they wrote: no group commit had to run again without them.
     let metrics = s.send(Method::GET, "/metrics", None, None, None).await;
     assert!(
         metrics.text.contains("fidelis_store_batch_replays_total 0"),

@@ -541,6 +541,15 @@ async fn plan_perks_multiply_earning_only_while_the_subscription_is_active(db: T
     let clock = Arc::new(ManualClock::new(at("2026-03-10T12:00:00Z")));
     let s = start_with_clock(db, clock.clone()).await;
     s.instant_points(&s.admin).await;
+    // A purchase before the tenant offers any plan is earned on without reading the member,
+    // and that is remembered: the plan created next must end it at once (below).
+    let early = s
+        .create_member(&s.pos, json!({ "external_id": "early-1" }))
+        .await;
+    let p = s
+        .purchase(&s.pos, &purchase_by_id(&early, "early-o1", "10.00"))
+        .await;
+    assert_eq!(p.body["points"], json!(10), "{}", p.text);
     let shipping = reward(&s, json!({ "kind": "free_shipping", "title": "Free shipping", "points_cost": 0, "active": false })).await;
     let bad = s
         .post("/api/v1/plans", &s.admin, &json!({ "name": "Plus", "price": "4.99", "period_months": 1, "monthly_reward_id": "rwd_missing" }))

@@ -298,6 +298,20 @@ impl Store {
         self.read(move |c| get_plan(c, &tenant, &id)).await
     }
 
+    /// Whether the tenant has any plan: where it has none, no member holds one, and earning
+    /// need not read the member for a plan's multiplier.
+    pub async fn offers_plans(&self, tenant: &str) -> Result<bool> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            Ok(c.query_one(
+                "SELECT 1 FROM plans WHERE tenant_id = $1 LIMIT 1",
+                &[tenant.as_str().into()],
+            )?
+            .is_some())
+        })
+        .await
+    }
+
     pub async fn plans(&self, tenant: &str) -> Result<Page<PlanRecord>> {
         let tenant = tenant.to_string();
         self.read(move |c| {

@@ -9,7 +9,8 @@ use super::schedule::{Local, Window, age, is_birthday};
 use super::value::*;
 use super::{ast, compile, parser, printer};
 use crate::earn::{
-    Award, AwardBasis, AwardLimit, AwardTerms, BasisLine, EarnContext, Earner, MemberFacts, Trigger,
+    Award, AwardBasis, AwardLimit, AwardTerms, BasisLine, EarnContext, EarnScope, Earner,
+    MemberFacts, Trigger,
 };
 use crate::event::{Custom, Purchase};
 use crate::program::{ProgramSettings, RATE_SCALE, Rounding};
@@ -1132,6 +1133,14 @@ pub(crate) fn member_view<'a>(
 }
 
 impl Earner for RuleSet {
+    /// Rules are evaluated only when one listens to the event (see [`RuleSet::evaluate`]).
+    fn reads_member(&self, scope: &EarnScope<'_>) -> bool {
+        self.listens_to(match scope.event {
+            Trigger::Purchase(_) => TriggerKind::Purchase,
+            Trigger::Custom(_) => TriggerKind::Custom,
+        })
+    }
+
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
         let event = match ctx.event {
             Trigger::Purchase(p) => RuleEvent::Purchase(p),
