@@ -392,6 +392,16 @@ mod tests {
             prop_assert_eq!(SoonestExpiring::parse(&kept.to_text()), Some(kept.clone()));
         }
 
+        /// The stored form is JSON's for any dates and points, negative and extreme included.
+        #[test]
+        fn the_stored_form_is_json_for_any_pairs(
+            pairs in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..14),
+        ) {
+            let text = SoonestExpiring(pairs.clone()).to_text();
+            prop_assert_eq!(&text, &serde_json::to_string(&pairs).expect("serializable"));
+            prop_assert_eq!(SoonestExpiring::parse(&text), Some(SoonestExpiring(pairs)));
+        }
+
         #[test]
         fn a_debit_the_head_decides_is_the_debit_of_every_lot(
             rems in proptest::collection::vec((1i64..60, proptest::option::of(0i64..20)), 0..40),
