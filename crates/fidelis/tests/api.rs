@@ -707,6 +707,18 @@ async fn purchase_by_unknown_external_id_is_404_without_auto_enroll(
             .is_some_and(|d| d.contains("member `mem_nobody`")),
         "{refused}"
     );
+    // With an Idempotency-Key too: the key is not written for a member who is not there.
+    for (body, idem) in [
+        (
+            purchase_by_external("stranger-1", "ae-o-3", "25.00"),
+            "ae-k-3",
+        ),
+        (purchase_by_id("mem_nobody", "ae-o-4", "25.00"), "ae-k-4"),
+    ] {
+        s.post_idem("/api/v1/events/purchase", &s.pos, &body, idem)
+            .await
+            .problem(404);
+    }
     // Refused before they wrote: no group commit had to run again without them.
     let metrics = s.send(Method::GET, "/metrics", None, None, None).await;
     assert!(
