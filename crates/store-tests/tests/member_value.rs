@@ -1117,6 +1117,52 @@ async fn a_spend_ladder_set_after_purchases_measures_them(db: TestDb) {
     assert_ledger_ok(&store).await;
 }
 
+/// Setting a spend ladder puts the tenant's history back in the member-events index a chunk of
+/// ids per writer transaction, not all in the programme update's: the writer takes other
+/// writes between chunks. Until the ladder is set, new events are still left out.
+async fn the_history_is_put_back_a_chunk_per_transaction(db: TestDb) {
+    use std::sync::atomic::Ordering;
+    let plain = base_settings();
+    let store = setup(&db, &plain).await;
+    let m = member(&store, "c1").await;
+    for (i, total) in ["10.00", "20.00", "30.00", "40.00", "50.00"]
+        .iter()
+        .enumerate()
+    {
+        buy(&store, &plain, &m, &format!("o{i}"), total, t0()).await;
+    }
+    assert_eq!(skipped_events(&store).await, 5);
+    let commits = store.metrics().batches.load(Ordering::Relaxed);
+    let unmarked = store.unmark_member_events(T, 2).await.expect("unmarked");
+    assert_eq!(unmarked, 5);
+    assert_eq!(skipped_events(&store).await, 0);
+    assert!(
+        store.metrics().batches.load(Ordering::Relaxed) - commits >= 3,
+        "five ids, two a transaction"
+    );
+    // The programme still has no ladder: a purchase is left out, and the ladder's update
+    // puts it back.
+    buy(&store, &plain, &m, "o5", "60.00", t0()).await;
+    assert_eq!(skipped_events(&store).await, 1);
+    let mut tiered = plain.clone();
+    tiered.tiers = Some(spend_tiers(Downgrade::OneDown, 0, OnRefund::AtReview));
+    let at = t0() + Duration::days(1);
+    put_program(&store, &tiered, at).await;
+    assert_eq!(skipped_events(&store).await, 0);
+    assert_eq!(
+        store.unmark_member_events(T, 2).await.expect("nothing"),
+        0,
+        "nothing to do once the programme has member events"
+    );
+    // 10 + 20 + 30 + 40 + 50 + 60 + 290 = 500.00: Gold, every purchase measured.
+    buy(&store, &tiered, &m, "o6", "290.00", at).await;
+    assert_eq!(
+        tier_of(&store, &tiered, &m, at).await.as_deref(),
+        Some("Gold")
+    );
+    assert_ledger_ok(&store).await;
+}
+
 /// A spend ladder set while purchases are being written still finds every one of them: a
 /// purchase either sees the ladder or is written before the programme's update fills the
 /// index (on PostgreSQL the update waits for the purchases that read the programme without it).
@@ -1958,6 +2004,7 @@ async fn plan_perks_apply_only_while_the_subscription_is_active(db: TestDb) {
 
 on_both!(
     a_spend_ladder_set_after_purchases_measures_them,
+    the_history_is_put_back_a_chunk_per_transaction,
     a_spend_ladder_set_during_purchases_misses_none,
     a_redemption_answers_the_coupon_and_balance_as_stored,
     an_adjustment_answers_the_stored_balance_and_is_the_members_activity,

@@ -124,6 +124,11 @@ impl Store {
         idem: Option<IdemKey>,
         now: i64,
     ) -> Result<(i64, bool)> {
+        if crate::tiers::needs_member_events(settings) {
+            // The tenant's history first, a chunk per transaction, not all in the update's.
+            self.unmark_member_events(tenant, crate::tiers::UNMARK_CHUNK)
+                .await?;
+        }
         let (tenant, settings, actor) = (tenant.to_string(), settings.clone(), actor.to_string());
         self.write_idem("", &tenant, idem, now, move |c, tenant| {
             crate::tenancy::put_program(c, tenant, &settings, &actor, now)
