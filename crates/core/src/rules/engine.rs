@@ -272,6 +272,28 @@ pub struct CompiledRule {
     counter: Arc<str>,
     /// Whether any cap or budget applies (its own or its campaign's).
     limited: bool,
+    /// Whether its outcome may depend on the member (see [`reads_member`]).
+    reads_member: bool,
+}
+
+/// Whether a rule's outcome may depend on who the member is, told from its definition, so an
+/// event with no such rule is earned on without reading the member first. On the safe side:
+/// any mention of `member` in the condition or an effect's expressions (the only way an
+/// expression reaches the member: the name cannot be bound to anything else), a member's nth
+/// order, an effect of an installed extension (its handler may look), and a campaign aimed at
+/// a list or an expression.
+fn reads_member(d: &RuleDef, campaign: Option<&CompiledCampaign>) -> bool {
+    let mentions = |text: &str| text.contains("member");
+    mentions(&d.condition)
+        || d.effects.iter().any(|e| match e {
+            EffectDef::Points { .. } => false,
+            EffectDef::PerAmount { rate: x, lines }
+            | EffectDef::Multiplier { factor: x, lines } => {
+                mentions(x) || lines.as_deref().is_some_and(mentions)
+            }
+            EffectDef::NthOrder { .. } | EffectDef::Extension { .. } => true,
+        })
+        || campaign.is_some_and(|c| !matches!(c.target, Target::All))
 }
 
 fn conjuncts<'e>(e: &'e ast::Expr, out: &mut Vec<&'e ast::Expr>) {
@@ -411,6 +433,7 @@ impl CompiledRule {
                 || campaign
                     .as_ref()
                     .is_some_and(|c| c.budget.is_some() || !c.caps.is_empty()),
+            reads_member: reads_member(d, campaign.as_deref()),
             campaign,
             counter: Arc::from(format!("rule:{}", rec.id)),
         })
@@ -1133,12 +1156,16 @@ pub(crate) fn member_view<'a>(
 }
 
 impl Earner for RuleSet {
-    /// Rules are evaluated only when one listens to the event (see [`RuleSet::evaluate`]).
+    /// Only the rules listening to the event are evaluated (see [`RuleSet::evaluate`]), and of
+    /// those only the ones whose definition can reach the member need it.
     fn reads_member(&self, scope: &EarnScope<'_>) -> bool {
-        self.listens_to(match scope.event {
+        let trigger = match scope.event {
             Trigger::Purchase(_) => TriggerKind::Purchase,
             Trigger::Custom(_) => TriggerKind::Custom,
-        })
+        };
+        self.rules
+            .iter()
+            .any(|r| r.trigger == trigger && r.reads_member)
     }
 
     fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {

@@ -1207,3 +1207,76 @@ fn a_leap_day_birthday_is_kept_on_the_28th_in_other_years() {
     assert_eq!(schedule::age(d(1990, 6, 15), d(2026, 6, 14)), 35);
     assert_eq!(schedule::age(d(1990, 6, 15), d(2026, 6, 15)), 36);
 }
+
+/// Whether a rule set needs the member before an event: only for a rule listening to it whose
+/// definition can reach the member (a mention of `member`, a member's nth order, a campaign
+/// aimed at a list or an expression).
+#[test]
+fn a_rule_set_reads_the_member_only_for_rules_that_can_reach_them() {
+    use crate::earn::{EarnScope, Earner, Trigger};
+    use define::{CampaignRecord, TargetDef};
+    let s = settings("UTC");
+    let p = shoes_order();
+    let reads = |rules: Vec<CompiledRule>| {
+        RuleSet::new(rules, 1).reads_member(&EarnScope {
+            program: &s,
+            event: Trigger::Purchase(&p),
+            plans_offered: false,
+        })
+    };
+    let rule = |def: serde_json::Value| compiled("r", def);
+    let shoes = json!({"name": "Shoes x2", "trigger": "purchase", "condition": "event.lines.exists(l, l.category == 'shoes')", "effects": [{"type": "multiplier", "factor": "2", "lines": "line.category == 'shoes'"}]});
+    assert!(!reads(vec![rule(shoes.clone())]));
+    assert!(!reads(vec![rule(
+        json!({"name": "Web", "trigger": "purchase", "condition": "event.channel == 'web'", "effects": [{"type": "points", "points": 5}, {"type": "per_amount", "rate": "1"}]})
+    )]));
+    for def in [
+        json!({"name": "Gold", "trigger": "purchase", "condition": "member.tier == 'gold'", "effects": [{"type": "points", "points": 5}]}),
+        json!({"name": "Third", "trigger": "purchase", "effects": [{"type": "nth_order", "n": 3, "points": 50}]}),
+        json!({"name": "Lines", "trigger": "purchase", "effects": [{"type": "multiplier", "factor": "2", "lines": "line.category in member.attributes.favourites"}]}),
+    ] {
+        assert!(reads(vec![rule(shoes.clone()), rule(def.clone())]), "{def}");
+    }
+    // A custom event's rule reading the member is no reason to read them for a purchase.
+    assert!(!reads(vec![rule(
+        json!({"name": "Review", "trigger": "custom", "event_type": "review", "condition": "member.tier == 'gold'", "effects": [{"type": "points", "points": 5}]})
+    )]));
+    // A campaign aimed at some members only: the rule must know who the member is.
+    for (target, read) in [
+        (TargetDef::All, false),
+        (TargetDef::List, true),
+        (
+            TargetDef::Expression {
+                expression: "member.tier == 'gold'".into(),
+            },
+            true,
+        ),
+    ] {
+        let rec = CampaignRecord {
+            id: "cmp".into(),
+            version: 1,
+            status: Status::Active,
+            definition: define::CampaignDef {
+                name: "Spring".into(),
+                description: None,
+                starts_at: None,
+                ends_at: None,
+                budget_points: None,
+                caps: Default::default(),
+                target,
+            },
+            spent_points: 0,
+            list_size: 0,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let campaign = std::sync::Arc::new(
+            super::engine::CompiledCampaign::compile(&rec, Default::default()).expect("a campaign"),
+        );
+        let mut def = shoes.clone();
+        def["campaign_id"] = json!("cmp");
+        let r = CompiledRule::compile(&record("r", def), Some(campaign), &Extensions::default())
+            .expect("compiles");
+        assert_eq!(reads(vec![r]), read);
+    }
+}
