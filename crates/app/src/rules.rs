@@ -10,7 +10,7 @@
 use crate::error::AppError;
 use crate::service::{App, Principal};
 use chrono::{DateTime, Datelike, Utc};
-use fidelis_core::earn::{Award, EarnContext, Earner, MemberFacts, Trigger};
+use fidelis_core::earn::{Award, EarnContext, MemberFacts, Trigger};
 use fidelis_core::event::{
     Channel, Custom, Line, LineInput, MemberKey, MemberRef, Purchase, PurchaseInput,
 };
@@ -333,15 +333,6 @@ fn time_field(
 impl App {
     pub(crate) async fn rule_set(&self, tenant: &str) -> Result<Arc<RuleSet>, AppError> {
         self.rules.current(tenant).await
-    }
-
-    /// The rules' awards for a purchase or custom event.
-    pub(crate) async fn rule_awards(
-        &self,
-        tenant: &str,
-        ctx: &EarnContext<'_>,
-    ) -> Result<Vec<Award>, AppError> {
-        Ok(self.rule_set(tenant).await?.awards(ctx))
     }
 
     async fn check_rule(&self, tenant: &str, def: &RuleDef) -> Result<(), AppError> {

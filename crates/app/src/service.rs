@@ -225,27 +225,28 @@ impl App {
         }
     }
 
-    /// The facts earning sees for an event: the member's, or the default ones without reading
-    /// the member when no earner and no rule of the tenant's can use them (a programme of a
-    /// base rate alone, the common case, saves a read per event). Then a member who is not
-    /// enrolled is refused by the writer instead, with the same answer, before it writes.
+    /// The facts earning sees for an event, with the tenant's rules that will earn on it: the
+    /// member's facts, or the default ones without reading the member when no earner and no
+    /// rule can use them (a programme of a base rate alone, the common case, saves a read per
+    /// event). Then a member who is not enrolled is refused by the writer instead, with the
+    /// same answer, before it writes.
     async fn earning_facts(
         &self,
         tenant: &str,
         key: &MemberKey,
         settings: &ProgramSettings,
         event: Trigger<'_>,
-    ) -> Result<MemberFacts, AppError> {
+    ) -> Result<(MemberFacts, Arc<fidelis_core::rules::RuleSet>), AppError> {
+        let rules = self.rule_set(tenant).await?;
         let scope = EarnScope {
             program: settings,
             event,
             plans_offered: self.plans_offered(tenant).await?,
         };
-        let rules = self.rule_set(tenant).await?;
         if rules.reads_member(&scope) || self.earners.iter().any(|e| e.reads_member(&scope)) {
-            return self.facts(tenant, key, settings).await;
+            return Ok((self.facts(tenant, key, settings).await?, rules));
         }
-        Ok(MemberFacts::default())
+        Ok((MemberFacts::default(), rules))
     }
 
     /// Whether the tenant has any plan: fresh to within the cache's TTL of another node's
@@ -351,7 +352,7 @@ impl App {
         p.can_write_events("recording purchases")?;
         let settings = self.settings(&p.tenant).await?;
         let purchase = input.validate(&settings, self.clock.now())?;
-        let member = self
+        let (member, rules) = self
             .earning_facts(
                 &p.tenant,
                 &purchase.member,
@@ -366,7 +367,7 @@ impl App {
             now: self.clock.now(),
         };
         let mut awards = self.awards(&ctx);
-        awards.extend(self.rule_awards(&p.tenant, &ctx).await?);
+        awards.extend(rules.awards(&ctx));
         let (out, replayed) = self
             .store
             .purchase(&p.tenant, purchase, awards, settings, idem, self.now())
@@ -402,7 +403,7 @@ impl App {
         let settings = self.settings(&p.tenant).await?;
         let event = input.validate(self.clock.now())?;
         // The base rate applies to purchases only; custom events earn through other earners.
-        let member = self
+        let (member, rules) = self
             .earning_facts(&p.tenant, &event.member, &settings, Trigger::Custom(&event))
             .await?;
         let ctx = EarnContext {
@@ -412,7 +413,7 @@ impl App {
             now: self.clock.now(),
         };
         let mut awards = self.awards(&ctx);
-        awards.extend(self.rule_awards(&p.tenant, &ctx).await?);
+        awards.extend(rules.awards(&ctx));
         Ok(self
             .store
             .custom(&p.tenant, event, awards, settings, idem, self.now())

@@ -885,6 +885,9 @@ impl Store {
                     )?)
                 })
                 .await?;
+            if to == from {
+                break; // the last possible id
+            }
             from = to;
         }
         Ok(unmarked)
