@@ -1,58 +1,18 @@
-//! Earning multipliers of member value: a tier's and a paid plan's. Each turns the purchase's
-//! base award (the programme's rate) into a bonus award of its own source (`tier:<name>`,
-//! `plan:<id>`), so a refund claws back exactly what each gave. The tier and the plan are the
-//! ones the member held before the event (the snapshot earning sees): the purchase that lifts a
+//! Earning multipliers of member value: a paid plan's, here, and a tier's, which the writer
+//! applies (`fidelis_core::earn::tier_award`) with the tier it reads as it locks the member.
+//! Each turns the purchase's base award (the programme's rate) into a bonus award of its own
+//! source (`tier:<name>`, `plan:<id>`), so a refund claws back exactly what each gave. The tier
+//! and the plan are the ones the member held before the event: the purchase that lifts a
 //! member to Gold earns at the old tier's rate.
 
-use fidelis_core::earn::{Award, EarnContext, EarnScope, Earner, Trigger, base_points};
-use fidelis_core::program::RATE_SCALE;
-
-/// The bonus of a multiplier `micro` (millionths) on `base` points, rounded down.
-pub fn bonus(base: i64, micro: i64) -> i64 {
-    let extra =
-        i128::from(base.max(0)) * i128::from((micro - RATE_SCALE).max(0)) / i128::from(RATE_SCALE);
-    i64::try_from(extra).unwrap_or(0)
-}
+use fidelis_core::earn::{
+    Award, EarnContext, EarnScope, Earner, Trigger, base_points, multiplier_bonus, multiplier_text,
+};
 
 fn base(ctx: &EarnContext<'_>) -> Option<i64> {
     match ctx.event {
         Trigger::Purchase(p) => Some(base_points(ctx.program, p.total.minor)),
         _ => None,
-    }
-}
-
-/// The member's tier multiplier on purchases.
-pub struct TierEarner;
-
-impl Earner for TierEarner {
-    /// Only a purchase in a programme with a tier ladder is multiplied by the member's tier.
-    fn reads_member(&self, scope: &EarnScope<'_>) -> bool {
-        matches!(scope.event, Trigger::Purchase(_)) && scope.program.tiers.is_some()
-    }
-
-    fn awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
-        let (Some(base), Some(tier), Some(ladder)) =
-            (base(ctx), &ctx.member.tier, ctx.program.ladder())
-        else {
-            return Vec::new();
-        };
-        let Some(level) = ladder.rank_of(tier).and_then(|r| ladder.levels.get(r)) else {
-            return Vec::new();
-        };
-        let points = bonus(base, level.multiplier_micro);
-        if points == 0 {
-            return Vec::new();
-        }
-        vec![Award::plain(
-            format!("tier:{}", level.name),
-            points,
-            format!(
-                "{} tier: ×{} on {base} base {}",
-                level.name,
-                multiplier_text(level.multiplier_micro),
-                ctx.program.points_name
-            ),
-        )]
     }
 }
 
@@ -79,7 +39,7 @@ impl Earner for PlanEarner {
         else {
             return Vec::new();
         };
-        let points = bonus(base, micro);
+        let points = multiplier_bonus(base, micro);
         if points == 0 {
             return Vec::new();
         }
@@ -96,26 +56,21 @@ impl Earner for PlanEarner {
     }
 }
 
-fn multiplier_text(micro: i64) -> String {
-    let s = fidelis_core::money::format_minor(micro, 6);
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_multiplier_gives_the_extra_over_the_base_rounded_down() {
-        assert_eq!(bonus(59, 1_500_000), 29);
-        assert_eq!(bonus(59, 1_000_000), 0);
-        assert_eq!(bonus(59, 2_000_000), 59);
+        assert_eq!(multiplier_bonus(59, 1_500_000), 29);
+        assert_eq!(multiplier_bonus(59, 1_000_000), 0);
+        assert_eq!(multiplier_bonus(59, 2_000_000), 59);
         assert_eq!(multiplier_text(1_500_000), "1.5");
         assert_eq!(multiplier_text(2_000_000), "2");
     }
 
-    /// A programme of a base rate alone earns without reading the member; a tier ladder, a
-    /// plan offered, or a rule listening to the event each make earning read them.
+    /// A programme of a base rate alone earns without reading the member, and so does one with
+    /// a tier ladder (the writer applies the tier); a plan offered makes purchases read them.
     #[test]
     fn earning_reads_the_member_only_where_something_uses_them() {
         use fidelis_core::earn::BaseEarner;
@@ -159,12 +114,6 @@ mod tests {
         for (program, event, plans) in [(&plain, p, false), (&tiered, p, true), (&plain, c, true)] {
             assert!(!reads(&BaseEarner, program, event, plans));
         }
-        assert!(!reads(&TierEarner, &plain, p, true));
-        assert!(reads(&TierEarner, &tiered, p, false));
-        assert!(
-            !reads(&TierEarner, &tiered, c, false),
-            "custom events are not multiplied"
-        );
         assert!(!reads(&PlanEarner, &tiered, p, false));
         assert!(reads(&PlanEarner, &plain, p, true));
         assert!(!reads(&PlanEarner, &plain, c, true));

@@ -1149,9 +1149,20 @@ impl App {
         Ok(out)
     }
 
-    /// The awards of the non-rule earners (base rate, tier, plan).
+    /// The awards of the non-rule earners (base rate, tier, plan): the earners', with the tier's
+    /// that the writer adds to a purchase.
     fn base_awards(&self, ctx: &EarnContext<'_>) -> Vec<Award> {
-        self.awards(ctx)
+        let awards = self.awards(ctx);
+        match ctx.event {
+            Trigger::Purchase(p) => fidelis_core::earn::with_tier_award(
+                &awards,
+                ctx.program,
+                ctx.member.tier.as_deref(),
+                p.total.minor,
+            )
+            .into_owned(),
+            Trigger::Custom(_) => awards,
+        }
     }
 }
 

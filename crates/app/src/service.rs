@@ -106,11 +106,7 @@ impl App {
             rules,
             store,
             clock,
-            earners: vec![
-                Arc::new(BaseEarner),
-                Arc::new(crate::earners::TierEarner),
-                Arc::new(crate::earners::PlanEarner),
-            ],
+            earners: vec![Arc::new(BaseEarner), Arc::new(crate::earners::PlanEarner)],
             programs: Arc::default(),
             plans_offered: Arc::default(),
             keys: Arc::default(),
@@ -118,9 +114,9 @@ impl App {
         }
     }
 
-    /// Replaces the earning engine (the rules engine plugs in here).
-    /// Adds an earner after the ones already there (the rules engine and tier multipliers plug
-    /// in here); each event's awards are every earner's awards, in order.
+    /// Adds an earner after the ones already there (extensions plug in here); each event's
+    /// awards are every earner's awards, in order, with a purchase's tier award after the base
+    /// rate's (the writer adds it).
     pub fn with_earner(mut self, earner: Arc<dyn Earner>) -> App {
         self.earners.push(earner);
         self

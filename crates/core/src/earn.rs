@@ -185,10 +185,119 @@ pub fn base_points(program: &ProgramSettings, total_minor: i64) -> i64 {
     i64::try_from(points).unwrap_or(i64::MAX)
 }
 
+/// The bonus of a multiplier `micro` (millionths) on `base` points, rounded down: what a tier or
+/// a plan adds over the base rate.
+pub fn multiplier_bonus(base: i64, micro: i64) -> i64 {
+    let extra =
+        i128::from(base.max(0)) * i128::from((micro - RATE_SCALE).max(0)) / i128::from(RATE_SCALE);
+    i64::try_from(extra).unwrap_or(0)
+}
+
+/// A multiplier as people write it: `1.5`, `2`.
+pub fn multiplier_text(micro: i64) -> String {
+    let s = crate::money::format_minor(micro, 6);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The source of a tier multiplier's award: `tier:<name>`.
+pub fn tier_source(tier: &str) -> String {
+    format!("tier:{tier}")
+}
+
+/// The award of the tier multiplier on a purchase of `total_minor` by a member holding `tier`
+/// before it (`None`: no ladder, a tier the ladder no longer has, or nothing to add).
+///
+/// The writer applies it ([`with_tier_award`]), with the tier it reads as it locks the member
+/// for the purchase, so earning need not read the member beforehand for it.
+pub fn tier_award(program: &ProgramSettings, tier: &str, total_minor: i64) -> Option<Award> {
+    let ladder = program.ladder()?;
+    let level = ladder.levels.get(ladder.rank_of(tier)?)?;
+    let base = base_points(program, total_minor);
+    let points = multiplier_bonus(base, level.multiplier_micro);
+    (points != 0).then(|| {
+        Award::plain(
+            tier_source(&level.name),
+            points,
+            format!(
+                "{} tier: ×{} on {base} base {}",
+                level.name,
+                multiplier_text(level.multiplier_micro),
+                program.points_name
+            ),
+        )
+    })
+}
+
+/// A purchase's awards with its tier's award (if any), put after the base rate's.
+pub fn with_tier_award<'a>(
+    awards: &'a [Award],
+    program: &ProgramSettings,
+    tier: Option<&str>,
+    total_minor: i64,
+) -> std::borrow::Cow<'a, [Award]> {
+    let Some(award) = tier.and_then(|t| tier_award(program, t, total_minor)) else {
+        return std::borrow::Cow::Borrowed(awards);
+    };
+    let at = awards
+        .iter()
+        .position(|a| a.source == BASE_SOURCE)
+        .map_or(0, |i| i + 1);
+    let mut all = awards.to_vec();
+    all.insert(at, award);
+    std::borrow::Cow::Owned(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The tier's award goes right after the base rate's, at the multiplier's bonus over the
+    /// base, rounded down; no ladder, a tier the ladder lost, or no tier add nothing.
+    #[test]
+    fn a_purchase_earns_its_tier_multiplier_after_the_base_rate() {
+        let mut program = with("1", Rounding::Floor);
+        let awards = vec![
+            Award::plain(BASE_SOURCE, 59, "base"),
+            Award::plain("rule_1", 10, "a rule"),
+        ];
+        let same = |tier: Option<&str>, program: &ProgramSettings| {
+            matches!(
+                with_tier_award(&awards, program, tier, 5_999),
+                std::borrow::Cow::Borrowed(_)
+            )
+        };
+        assert!(same(Some("Gold"), &program), "no ladder");
+        program.tiers = Some(
+            serde_json::from_value(serde_json::json!({
+                "metric": "spend",
+                "window": { "kind": "rolling", "months": 12 },
+                "review": { "kind": "anniversary", "months": 12 },
+                "tiers": [
+                    { "name": "Silver", "threshold": "0" },
+                    { "name": "Gold", "threshold": "500.00", "earn_multiplier": "1.5" }
+                ]
+            }))
+            .expect("a ladder"),
+        );
+        assert!(same(None, &program), "no tier");
+        assert!(same(Some("Silver"), &program), "a multiplier of 1");
+        assert!(
+            same(Some("Platinum"), &program),
+            "a tier no longer on the ladder"
+        );
+        let all = with_tier_award(&awards, &program, Some("Gold"), 5_999);
+        let sources: Vec<&str> = all.iter().map(|a| a.source.as_str()).collect();
+        assert_eq!(sources, ["base", "tier:Gold", "rule_1"]);
+        assert_eq!(all[1].points, 29, "half of 59, rounded down");
+        assert_eq!(all[1].description, "Gold tier: ×1.5 on 59 base points");
+        let rules_only = [Award::plain("rule_1", 10, "a rule")];
+        let all = with_tier_award(&rules_only, &program, Some("Gold"), 5_999);
+        assert_eq!(
+            all[0].source, "tier:Gold",
+            "first where there is no base award"
+        );
+    }
 
     fn with(rate: &str, rounding: Rounding) -> ProgramSettings {
         ProgramSettings {

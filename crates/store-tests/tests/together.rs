@@ -228,6 +228,32 @@ fn ladder() -> TierConfig {
     }
 }
 
+/// Holds the store's writer for `ms` milliseconds, once it has started to: what is sent
+/// meanwhile queues, and the writer finds it in one batch. Await the handle after sending.
+async fn hold_writer(
+    store: &Store,
+    ms: u64,
+) -> tokio::task::JoinHandle<fidelis_store::error::Result<()>> {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write("", move |_| {
+                    let _ = started_tx.send(());
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::task::spawn_blocking(move || started_rx.recv())
+        .await
+        .expect("task")
+        .expect("the writer took the blocker");
+    blocker
+}
+
 /// Every row a purchase leaves, with member ids replaced by external ids and row ids left out.
 async fn rows(store: &Store, t: &str) -> Vec<String> {
     let t = t.to_string();
@@ -470,23 +496,7 @@ async fn a_members_purchases_in_one_batch_are_posted_together_in_rounds(db: Test
         }
         out
     };
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let blocker = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write("", move |_| {
-                    let _ = started_tx.send(());
-                    std::thread::sleep(std::time::Duration::from_millis(400));
-                    Ok(())
-                })
-                .await
-        })
-    };
-    tokio::task::spawn_blocking(move || started_rx.recv())
-        .await
-        .expect("task")
-        .expect("the writer took the blocker");
+    let blocker = hold_writer(&store, 400).await;
     let before = store.metrics().posted_together.load(Ordering::Relaxed);
     let mut set = tokio::task::JoinSet::new();
     for p in orders(&ids_a) {
@@ -512,6 +522,123 @@ async fn a_members_purchases_in_one_batch_are_posted_together_in_rounds(db: Test
     assert_eq!(rows(&store, a).await, rows(&store, b).await);
     let report = store.verify().await.expect("verify");
     assert!(report.ok(), "{report:?}");
+}
+
+/// The tier multiplier is the writer's to add (earning sends only the base rate here): a
+/// member's first purchase earns at no tier and lifts them to Gold (×1.5); their next earns
+/// half its base again as `tier:Gold`, posted together or alone, and both ways leave the same
+/// rows.
+async fn a_purchase_earns_the_tier_the_writer_reads(db: TestDb) {
+    let mut ladder = ladder();
+    ladder.tiers[1].earn_multiplier = "1.5".into();
+    let s = ProgramSettings {
+        pending_days: 0,
+        tiers: Some(ladder),
+        ..ProgramSettings::default()
+    };
+    let store = db.store_with(
+        StoreOptions {
+            post_together: true,
+            together_from: 1,
+            writers: 1,
+            ..StoreOptions::for_dialect(db.kind_dialect())
+        },
+        0,
+    );
+    let alone = db.store_with(
+        StoreOptions {
+            post_together: false,
+            ..StoreOptions::for_dialect(db.kind_dialect())
+        },
+        0,
+    );
+    // A purchase by each of the first six members: order `o<m><suffix>` of `cents` + the
+    // member's step, at `minutes` past t0.
+    let each = |ids: &[String], suffix: &str, cents: i64, step: i64, minutes: i64| {
+        ids.iter()
+            .take(6)
+            .enumerate()
+            .map(|(m, id)| {
+                let key = MemberRef {
+                    id: Some(id.clone()),
+                    external_id: None,
+                };
+                let at = t0() + Duration::minutes(minutes);
+                input(key, &format!("o{m}{suffix}"), cents + step * m as i64, at)
+            })
+            .collect::<Vec<PurchaseInput>>()
+    };
+    let first = |ids: &[String]| each(ids, "-b", 4_000, 1, 0);
+    let second = |ids: &[String]| each(ids, "x-b", 2_000, 100, 1);
+    let breakdown = |answer: &str| -> Vec<(String, i64)> {
+        let v: serde_json::Value = serde_json::from_str(answer).expect("json");
+        v["breakdown"]
+            .as_array()
+            .expect("a breakdown")
+            .iter()
+            .map(|a| {
+                (
+                    a["source"].as_str().expect("source").to_string(),
+                    a["points"].as_i64().expect("points"),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = ("gold-together", "gold-alone");
+    let ids_a = tenant(&store, a, &s).await;
+    let ids_b = tenant(&alone, b, &s).await;
+    for p in first(&ids_a) {
+        let answer = post(&store, a, &s, p).await;
+        assert_eq!(breakdown(&answer)[0], ("base".to_string(), 40), "{answer}");
+        assert!(!answer.contains("tier:"), "no tier before: {answer}");
+    }
+    for p in first(&ids_b) {
+        post(&alone, b, &s, p).await;
+    }
+    // The second purchases meet in one batch behind a held writer.
+    let blocker = hold_writer(&store, 300).await;
+    let before = store.metrics().posted_together.load(Ordering::Relaxed);
+    let mut set = tokio::task::JoinSet::new();
+    for (m, p) in second(&ids_a).into_iter().enumerate() {
+        let (store, s) = (store.clone(), s.clone());
+        set.spawn(async move { (m, post(&store, a, &s, p).await) });
+    }
+    blocker.await.expect("task").expect("blocker");
+    let mut answers = Vec::new();
+    while let Some(r) = set.join_next().await {
+        answers.push(r.expect("task"));
+    }
+    answers.sort();
+    assert_eq!(
+        store.metrics().posted_together.load(Ordering::Relaxed) - before,
+        6,
+        "the second purchases were posted together"
+    );
+    for p in second(&ids_b) {
+        post(&alone, b, &s, p).await;
+    }
+    for (m, answer) in &answers {
+        let base = 20 + *m as i64;
+        let got = breakdown(answer);
+        assert_eq!(
+            &got[..2],
+            &[
+                ("base".to_string(), base),
+                ("tier:Gold".to_string(), base / 2)
+            ],
+            "{answer}"
+        );
+    }
+    let rows_a = rows(&store, a).await;
+    assert_eq!(
+        rows_a
+            .iter()
+            .filter(|r| r.starts_with("award|") && r.contains("|tier:Gold|"))
+            .count(),
+        6,
+        "{rows_a:?}"
+    );
+    assert_eq!(rows_a, rows(&alone, b).await);
 }
 
 /// A store posting purchases together or not, and a programme whose points are available at
@@ -666,5 +793,6 @@ on_both!(
     posted_together_leave_the_rows_of_one_by_one,
     a_members_purchases_in_one_batch_are_posted_together_in_rounds,
     a_budget_shared_by_a_group_is_never_overspent,
-    a_purchase_posted_alone_locks_budgets_in_key_order
+    a_purchase_posted_alone_locks_budgets_in_key_order,
+    a_purchase_earns_the_tier_the_writer_reads
 );

@@ -6,7 +6,7 @@ use crate::conn::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::ledger::{self, Entry, NewLot, Txn, entry, expiry_for, lock_member, ts};
 use crate::model::{BalanceNow, CustomOutcome, PurchaseOutcome, RefundOutcome};
-use fidelis_core::earn::Award;
+use fidelis_core::earn::{Award, with_tier_award};
 use fidelis_core::event::{Custom, Line, Purchase, Refund, RefundWhat, refund_lines_amount};
 use fidelis_core::ledger::{Account, clawback_target, head_decides, plan_clawback, repay_debt};
 use fidelis_core::program::ProgramSettings;
@@ -50,6 +50,7 @@ pub(crate) fn purchase(
         id: member,
         state,
         expiring: stored_expiring,
+        tier,
         enrolled,
     } = crate::members::resolve_locked(c, tenant, &p.member, settings.auto_enroll, now)?;
     let recorded = c.query_one(
@@ -74,9 +75,11 @@ pub(crate) fn purchase(
             &format!("INSERT INTO events (tenant_id, member_id, kind, type, order_id, occurred_at, recorded_at, channel, store_id, amount_minor, currency, payload, tier_skip) VALUES ($1, $2, 'purchase', 'purchase', $3, $4, $5, $6, $7, $8, $9, $10, {}) RETURNING id", crate::tiers::tier_skip_sql(c.dialect())),
             &[tenant.into(), member.as_str().into(), (&p.order_id).into(), occurred.into(), now.into(), p.channel.as_str().into(), p.store_id.as_ref().into(), p.total.minor.into(), p.total.currency.code().into(), texts.payload.as_str().into()],
     )?;
-    // Rule awards are cut to their caps and budgets here, under the member's lock and the
-    // counters' row locks, then recorded with what each was computed on.
-    let settled = crate::awards::settle(c, tenant, &member, awards)?;
+    // The tier multiplier earns at the tier read under the member's lock. Rule awards are cut
+    // to their caps and budgets here, under the member's lock and the counters' row locks, then
+    // recorded with what each was computed on.
+    let awards = with_tier_award(awards, settings, tier.as_deref(), p.total.minor);
+    let settled = crate::awards::settle(c, tenant, &member, &awards)?;
     let awards = settled.as_slice();
     crate::awards::record(
         c,

@@ -317,11 +317,13 @@ pub(crate) struct Locked {
     pub state: crate::ledger::MemberState,
     /// The member's soonest expiry dates, as stored (`ledger::expiring_plus`).
     pub expiring: String,
+    /// The member's tier before the purchase (the one its multiplier earns at).
+    pub tier: Option<String>,
     pub enrolled: bool,
 }
 
-/// Like [`resolve`], and locks the member's row, returning its balances and soonest expiry
-/// dates as well.
+/// Like [`resolve`], and locks the member's row, returning its balances, soonest expiry dates
+/// and tier as well.
 pub(crate) fn resolve_locked(
     c: &mut dyn Conn,
     tenant: &str,
@@ -331,7 +333,7 @@ pub(crate) fn resolve_locked(
 ) -> Result<Locked> {
     let lock = |c: &mut dyn Conn, column: &str, value: &str| {
         let sql = format!(
-            "SELECT id, available, pending, expiring FROM members WHERE tenant_id = $1 AND {column} = $2{}",
+            "SELECT id, available, pending, expiring, tier FROM members WHERE tenant_id = $1 AND {column} = $2{}",
             c.dialect().for_update()
         );
         Ok::<_, StoreError>(
@@ -343,6 +345,7 @@ pub(crate) fn resolve_locked(
                         pending: r.int(2),
                     },
                     expiring: r.text(3),
+                    tier: r.opt_text(4),
                     enrolled: false,
                 }),
         )

@@ -411,6 +411,13 @@ fn write_chunk(
         };
         let (_, available, pending_balance, ref tier_row, ref expiring) = by_id[&member];
         let orders_before = tier_row.orders;
+        // The tier multiplier earns at the tier the member held before (as read, locked).
+        let job_awards = fidelis_core::earn::with_tier_award(
+            &j.awards,
+            &j.settings,
+            tier_row.st.tier.as_deref(),
+            j.purchase.total.minor,
+        );
         let tier_row = tier_row.clone().after_purchase(j.purchase.total.minor);
         let awards = match chunk_counters.as_mut() {
             Some(counters) => crate::awards::settle_with(
@@ -419,9 +426,9 @@ fn write_chunk(
                 tenant,
                 &member,
                 Some(orders_before),
-                &j.awards,
+                &job_awards,
             )?,
-            None => crate::awards::settle(c, tenant, &member, &j.awards)?,
+            None => crate::awards::settle(c, tenant, &member, &job_awards)?,
         };
         let p = &j.purchase;
         let occurred = p.occurred_at.timestamp_micros();
