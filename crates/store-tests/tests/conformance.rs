@@ -547,6 +547,40 @@ async fn a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide(db: T
     assert_eq!(lots.len(), head + 6);
     assert_ledger_ok(&store).await;
 
+    // A debit of many lots' points (a reward worth twenty purchases): more of the first lots
+    // than the head, and fewer than all, decide it.
+    let k = member(&store, "c3").await;
+    purchases_a_day_apart(&store, &s, &k, "k", 6 * head, 0, now).await;
+    store
+        .adjust(T, &k, -205, "reversal", "test", s.clone(), None, us(now))
+        .await
+        .expect("debit");
+    let lots = lots_left(&store, &k).await;
+    assert_eq!(lots[0], ("k20".to_string(), 5), "{lots:?}");
+    assert_eq!(lots.len(), 6 * head - 20);
+    assert_ledger_ok(&store).await;
+
+    // Beyond what the wider read holds, a lot dated back that expires first: every lot is read.
+    let (s, w) = (
+        settings(
+            0,
+            ExpiryPolicy::AfterEarning { months: 12 },
+            RefundPolicy::AllowNegative,
+        ),
+        member(&store, "c4").await,
+    );
+    purchases_a_day_apart(&store, &s, &w, "w", 6 * head, 1, now).await;
+    buy_posted(&store, &s, &w, "wback", "10.00", t0(), now).await;
+    store
+        .adjust(T, &w, -4, "reversal", "test", s.clone(), None, us(now))
+        .await
+        .expect("debit");
+    let lots = lots_left(&store, &w).await;
+    assert_eq!(lots.last(), Some(&("wback".to_string(), 6)), "{lots:?}");
+    assert_eq!(lots[0], ("w0".to_string(), 10));
+    assert_expiring_follows_the_lots(&store, &s, &w, "a debit past the wider read").await;
+    assert_ledger_ok(&store).await;
+
     // SQLite walks the member's transactions in order (backwards for a refund's last lots)
     // and stops at the limit: no sort.
     let plan = store
