@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks whose figures docs/PERFORMANCE.md quotes. Needs PostgreSQL at
 # $FIDELIS_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) for the PostgreSQL rows.
-# Takes about thirteen minutes; run it on a quiet machine (nothing else compiling).
+# Takes about fifteen minutes; run it on a quiet machine (nothing else compiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p fidelis
@@ -22,6 +22,10 @@ echo "== SQLite in-process, 1,024 tasks (large batches)"
 $bin bench --members 10000 --connections 1024 --duration-secs 20 --inprocess --json "$out/sqlite-inprocess-1024.json"
 echo "== SQLite in-process, 1,024 tasks, members with 40 past purchases and 5 % of purchases returned (redemptions and refunds read the first and last lots, not all)"
 $bin bench --members 10000 --connections 1024 --duration-secs 20 --inprocess --history 40 --refund-share 0.05 --json "$out/sqlite-inprocess-history.json"
+echo "== SQLite in-process, 256 tasks, 2,000 members with 100 past purchases each and a reward worth about ten purchases (500 points) redeemed"
+$bin bench --members 2000 --connections 256 --duration-secs 20 --inprocess --history 100 --reward-points 500 --json "$out/sqlite-inprocess-reward-500.json"
+echo "== SQLite over HTTP, 64 connections, a spend ladder (Silver, Gold ×1.5, Platinum ×2) on members with 10 past purchases each"
+$bin bench --members 10000 --connections 64 --duration-secs 20 --tiers --history 10 --json "$out/sqlite-http-tiers.json"
 echo "== PostgreSQL over HTTP, 64 connections"
 $bin bench --database-url "$pg" --members 10000 --connections 64 --duration-secs 20 --json "$out/pg-http.json"
 echo "== PostgreSQL over HTTP, 64 connections, 5 % of purchases are returns (refunds by line)"
