@@ -115,10 +115,13 @@ pub(crate) fn empties_a_lot(open: &[LotRow], takes: &[(i64, i64)]) -> bool {
 }
 
 /// Moves the member's mark past lots emptied since: called after lots were emptied. A mark
-/// left behind is only slower, never wrong.
+/// left behind is only slower, never wrong. The first transaction from the mark with an open
+/// lot, walking the member's transactions in order and stopping there: `MIN(l.txn_id)` over the
+/// join, the same value, made both databases read every transaction after the mark and its
+/// lot (a redemption by a member with a hundred open lots read them all, 1 ms on SQLite).
 pub(crate) fn advance_open_lots(c: &mut dyn Conn, tenant: &str, member: &str) -> Result<()> {
     c.defer(
-        "UPDATE members SET open_lots_from = (SELECT MIN(l.txn_id) FROM txns t JOIN lots l ON l.txn_id = t.id WHERE t.tenant_id = $1 AND t.member_id = $2 AND t.id >= members.open_lots_from AND l.member_id = $2 AND l.remaining > 0) WHERE tenant_id = $1 AND id = $2 AND open_lots_from IS NOT NULL",
+        "UPDATE members SET open_lots_from = (SELECT t.id FROM txns t JOIN lots l ON l.txn_id = t.id WHERE t.tenant_id = $1 AND t.member_id = $2 AND t.id >= members.open_lots_from AND l.member_id = $2 AND l.remaining > 0 ORDER BY t.id LIMIT 1) WHERE tenant_id = $1 AND id = $2 AND open_lots_from IS NOT NULL",
         &[tenant.into(), member.into()],
     )?;
     Ok(())
