@@ -312,6 +312,44 @@ async fn a_simulation_explains_every_rule_and_writes_nothing(db: fidelis_store_t
         )
         .await;
     refused(&r, "event.total", "more decimals than EUR allows");
+    // A tier's multiplier, which the writer adds to a purchase, shows in a simulation too,
+    // after the base rate.
+    s.put(
+        "/api/v1/tiers",
+        &s.admin,
+        &json!({"metric": "spend", "window": {"kind": "rolling", "months": 12},
+            "review": {"kind": "anniversary", "months": 12},
+            "tiers": [{"name": "Silver", "threshold": "0"},
+                      {"name": "Gold", "threshold": "500.00", "earn_multiplier": "1.5"}]}),
+    )
+    .await
+    .expect(200);
+    let r = s
+        .post(
+            "/api/v1/rules/simulate",
+            &s.admin,
+            &json!({"event": {"trigger": "purchase", "channel": "web", "total": "10.00"},
+                "member": {"tier": "Gold"}}),
+        )
+        .await;
+    r.expect(200);
+    let awards: Vec<(String, i64)> = r.body["awards"]
+        .as_array()
+        .expect("awards")
+        .iter()
+        .map(|a| {
+            (
+                a["source"].as_str().unwrap_or_default().to_string(),
+                a["points"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        &awards[..2],
+        &[("base".to_string(), 10), ("tier:Gold".to_string(), 5)],
+        "{}",
+        r.text
+    );
 }
 
 async fn a_backtest_replays_stored_events_and_writes_nothing(db: fidelis_store_tests::TestDb) {
