@@ -199,12 +199,7 @@ pub fn multiplier_text(micro: i64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// The source of a tier multiplier's award: `tier:<name>`.
-pub fn tier_source(tier: &str) -> String {
-    format!("tier:{tier}")
-}
-
-/// The award of the tier multiplier on a purchase of `total_minor` by a member holding `tier`
+/// The award (source `tier:<name>`) of the tier multiplier on a purchase of `total_minor` by a member holding `tier`
 /// before it (`None`: no ladder, a tier the ladder no longer has, or nothing to add).
 ///
 /// The writer applies it ([`with_tier_award`]), with the tier it reads as it locks the member
@@ -216,7 +211,7 @@ pub fn tier_award(program: &ProgramSettings, tier: &str, total_minor: i64) -> Op
     let points = multiplier_bonus(base, level.multiplier_micro);
     (points != 0).then(|| {
         Award::plain(
-            tier_source(&level.name),
+            format!("tier:{}", level.name),
             points,
             format!(
                 "{} tier: ×{} on {base} base {}",
