@@ -389,6 +389,42 @@ async fn inactivity_expires_the_whole_balance_after_n_months_without_activity(db
     assert_ledger_ok(&store).await;
 }
 
+/// The members an inactivity expiry may concern are found on a reader, before the writer's
+/// turn; a member who buys in between has been active since, and keeps their points. Without
+/// the writer's own check of each member, the purchase's points went with the old ones.
+async fn a_member_who_buys_after_the_inactivity_read_keeps_their_points(db: TestDb) {
+    let s = settings(
+        0,
+        ExpiryPolicy::Inactivity { months: 6 },
+        RefundPolicy::AllowNegative,
+    );
+    let store = setup(&db, &s).await;
+    let (quiet, back) = (member(&store, "c1").await, member(&store, "c2").await);
+    buy(&store, &s, &quiet, "o1", "30.00", t0()).await;
+    buy(&store, &s, &back, "o2", "40.00", t0()).await;
+    let due = fidelis_core::time::add_months(t0(), 6);
+    let mut candidates = store
+        .inactive_candidates(T, us(due))
+        .await
+        .expect("candidates");
+    candidates.sort();
+    let mut both = vec![quiet.clone(), back.clone()];
+    both.sort();
+    assert_eq!(
+        candidates, both,
+        "both were inactive when the reader looked"
+    );
+    buy(&store, &s, &back, "o3", "10.00", due).await;
+    let report = store
+        .expire_inactive(T, us(due), candidates)
+        .await
+        .expect("expire");
+    assert_eq!(report.expired_points, 30, "only the quiet member's points");
+    assert_eq!(balance(&store, &s, &quiet).await, (0, 0));
+    assert_eq!(balance(&store, &s, &back).await, (50, 0));
+    assert_ledger_ok(&store).await;
+}
+
 async fn debits_consume_the_earliest_expiring_lots_first(db: TestDb) {
     let s = settings(
         0,
@@ -1376,6 +1412,7 @@ on_both!(
     the_expiry_index_serves_the_job_and_holds_only_lots_with_a_date,
     a_member_is_found_by_phone_through_its_index,
     inactivity_expires_the_whole_balance_after_n_months_without_activity,
+    a_member_who_buys_after_the_inactivity_read_keeps_their_points,
     debits_consume_the_earliest_expiring_lots_first,
     a_debit_reads_the_first_lots_and_the_rest_when_they_do_not_decide,
     a_refund_reads_the_first_and_last_lots_and_the_rest_when_needed,

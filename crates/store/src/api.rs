@@ -308,6 +308,71 @@ impl Store {
         Ok(report)
     }
 
+    /// Members whose points an inactivity policy may expire at `now` (none under another
+    /// policy), found on a reader: a walk over the tenant's members. The first half of an expiry
+    /// round of [`Store::run_jobs_for`]; public, with [`Store::expire_inactive`], so that a test
+    /// can act between the halves, as a purchase may in production.
+    #[doc(hidden)]
+    pub async fn inactive_candidates(&self, tenant: &str, now: i64) -> Result<Vec<String>> {
+        let (settings, _) = self.program(tenant).await?;
+        Ok(self.inactive_candidates_of(tenant, &settings, now).await?.0)
+    }
+
+    /// The second half: on the writer, expires the points of those `candidates` still inactive
+    /// at `now`, each checked again there.
+    #[doc(hidden)]
+    pub async fn expire_inactive(
+        &self,
+        tenant: &str,
+        now: i64,
+        candidates: Vec<String>,
+    ) -> Result<JobReport> {
+        let (settings, _) = self.program(tenant).await?;
+        let (_, report) = self
+            .jobs_round(tenant, &settings, "expire", now, (candidates, false))
+            .await?;
+        Ok(report)
+    }
+
+    async fn inactive_candidates_of(
+        &self,
+        tenant: &str,
+        settings: &ProgramSettings,
+        now: i64,
+    ) -> Result<crate::jobs::Candidates> {
+        match settings.expiry {
+            ExpiryPolicy::Inactivity { months } => {
+                let t = tenant.to_string();
+                self.read(move |c| crate::jobs::inactive_candidates(c, &t, months, now))
+                    .await
+            }
+            _ => Ok((Vec::new(), false)),
+        }
+    }
+
+    /// One round of a job (`mature` or `expire`) on the writer: whether more may be due, and
+    /// what it did.
+    async fn jobs_round(
+        &self,
+        tenant: &str,
+        settings: &ProgramSettings,
+        kind: &'static str,
+        now: i64,
+        inactive: crate::jobs::Candidates,
+    ) -> Result<(bool, JobReport)> {
+        let (t, s) = (tenant.to_string(), settings.clone());
+        self.write("", move |c| {
+            let mut r = JobReport::default();
+            let more = if kind == "mature" {
+                crate::jobs::mature(c, &t, now, &mut r)?
+            } else {
+                crate::jobs::expire(c, &t, &s, now, &inactive, &mut r)?
+            };
+            Ok((more, r))
+        })
+        .await
+    }
+
     /// Runs maturation and expiry for one tenant until nothing is due at `now`.
     pub async fn run_jobs_for(&self, tenant: &str, now: i64) -> Result<JobReport> {
         let mut report = JobReport::default();
@@ -317,27 +382,13 @@ impl Store {
             // Each round handles a bounded number of members; stop when one comes back short
             // or made no progress (members held by other nodes are left for their run).
             for _ in 0..10_000 {
-                // Members who may have been inactive long enough are found on a reader (a
-                // walk over the tenant's members) and checked again on the writer.
-                let inactive = match (kind, &settings.expiry) {
-                    ("expire", &ExpiryPolicy::Inactivity { months }) => {
-                        let t = tenant.to_string();
-                        self.read(move |c| crate::jobs::inactive_candidates(c, &t, months, now))
-                            .await?
-                    }
-                    _ => (Vec::new(), false),
+                let inactive = if kind == "expire" {
+                    self.inactive_candidates_of(tenant, &settings, now).await?
+                } else {
+                    (Vec::new(), false)
                 };
-                let (t, s) = (tenant.to_string(), settings.clone());
                 let (more, part) = self
-                    .write("", move |c| {
-                        let mut r = JobReport::default();
-                        let more = if kind == "mature" {
-                            crate::jobs::mature(c, &t, now, &mut r)?
-                        } else {
-                            crate::jobs::expire(c, &t, &s, now, &inactive, &mut r)?
-                        };
-                        Ok((more, r))
-                    })
+                    .jobs_round(tenant, &settings, kind, now, inactive)
                     .await?;
                 report.add(&part);
                 if !more || part.members_touched == 0 {
