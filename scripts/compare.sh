@@ -10,9 +10,9 @@
 #   scripts/compare.sh /tmp/fidelis-before target/release/fidelis 4 -- --members 10000 --connections 64 --duration-secs 10
 #
 # Prints each run's purchases/s, the writer's busy time per write and the CPU per operation
-# (server or engine, load generator, PostgreSQL's processes), then each figure's median over the rounds and the
-# median of the rounds' ratios (B / A): the ratio of two runs side by side moves much less
-# than either run's rate. A bench SQLite database left by a run is removed before the next.
+# (server or engine, load generator, PostgreSQL's processes), then each figure's median over
+# the rounds and the median of the rounds' ratios (B / A): the ratio of two runs side by side
+# moves much less than either run's rate. A bench SQLite database left by a run is removed before the next.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'

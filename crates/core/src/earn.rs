@@ -199,8 +199,9 @@ pub fn multiplier_text(micro: i64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// The award (source `tier:<name>`) of the tier multiplier on a purchase of `total_minor` by a member holding `tier`
-/// before it (`None`: no ladder, a tier the ladder no longer has, or nothing to add).
+/// The award (source `tier:<name>`) of the tier multiplier on a purchase of `total_minor` by
+/// a member holding `tier` before it (`None`: no ladder, a tier the ladder no longer has, or
+/// nothing to add).
 ///
 /// The writer applies it ([`with_tier_award`]), with the tier it reads as it locks the member
 /// for the purchase, so earning need not read the member beforehand for it.
